@@ -1,0 +1,69 @@
+"""``sslight``: run one config without the orchestrator.
+
+    sslight pretrain CONFIG [key=value ...]
+
+Exit codes: 0 success, 2 bad input (one message naming the file, key and problem), 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from sslight.config import ConfigError, load_config
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sslight", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    pretrain = commands.add_parser("pretrain", help="the pretraining stage of one config")
+    pretrain.add_argument("config", help="run config YAML (see experiments/)")
+    pretrain.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. train.epochs=1 output_dir=/tmp/run",
+    )
+    pretrain.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
+    from sslight.data.sources import DataRootError
+    from sslight.engine.checkpoint import CheckpointError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+            return 0
+        from sslight.engine.trainer import pretrain
+
+        result = pretrain(cfg)
+    except (ConfigError, DataRootError, CheckpointError) as err:
+        print(f"sslight: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("sslight: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:
+        logging.getLogger("sslight").exception("run failed")
+        print(f"sslight: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Checkpoints per the run-directory contract: ``checkpoints/last.pt``, written atomically.
+
+Only plain tensors, numbers, strings, lists and dicts are stored, so every file loads with
+``torch.load(..., weights_only=True)``. The previous good checkpoint is kept as ``prev.pt``: a
+truncated or corrupt ``last.pt`` falls back to it with a warning instead of restarting from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+PREVIOUS = "prev.pt"
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint although one exists: resuming would silently lose training."""
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
+    """Write ``state`` to ``directory/last.pt`` via a temporary file and ``os.replace``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    last, tmp = directory / LAST, directory / f".{LAST}.tmp"
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if last.exists():
+        os.replace(last, directory / PREVIOUS)
+    os.replace(tmp, last)
+    return last
+
+
+def _read(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError("not a training checkpoint (no 'model' key)")
+    return state
+
+
+def load_checkpoint(directory: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint in ``directory``, or None when there is none at all."""
+    candidates = [directory / LAST, directory / PREVIOUS]
+    existing = [path for path in candidates if path.exists()]
+    if not existing:
+        return None
+    problems = []
+    for path in existing:
+        try:
+            state = _read(path)
+        except Exception as err:  # corrupt files raise many types: pickle, zip, EOF, ...
+            problems.append(f"{path}: {type(err).__name__}: {err}")
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, err)
+            continue
+        return state
+    raise CheckpointError(
+        "no readable checkpoint; refusing to restart from scratch. "
+        + "; ".join(problems)
+        + ". Delete the checkpoints directory to start over."
+    )
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,116 @@
+"""What a self-supervised method is to the engine: a spec in the registry and an ``nn.Module``.
+
+The engine owns the loop (data, optimiser, schedules, checkpoints); a method owns its networks,
+its loss and its per-step state. Multi-crop forwards go through ``forward_multicrop`` so every
+method batches crops per resolution the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sslight.config.base import StrictModel
+
+if TYPE_CHECKING:
+    from sslight.config.schema import RunConfigBase
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where the loop is: everything a method's schedules are indexed by."""
+
+    epoch: int
+    step: int  # global iteration, 0-based
+    steps_per_epoch: int
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registry entry. ``defaults[family]`` are recipe defaults merged under the user's config
+    (e.g. ``{"train": {...}, "dino": {...}}``); ``baseline_views[family]`` is the seed repo's
+    baseline geometry at 224 px (see sslight/config/views.py)."""
+
+    name: str
+    config: type[StrictModel]
+    build: Callable[..., SSLMethod]
+    augmentation: str
+    defaults: dict[str, dict[str, Any]]
+    baseline_views: dict[str, dict[str, Any]]
+
+
+class Network(nn.Module):
+    """Backbone followed by a projection head; ``backbone`` is what evaluations use."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+
+class SSLMethod(nn.Module):
+    """Base class: a student network (the checkpoint's ``"model"``) plus the joint linear probe.
+
+    Subclasses set ``self.student`` (backbone + head) and implement ``training_step``.
+    """
+
+    def __init__(self, cfg: RunConfigBase, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_global = cfg.views.global_crops.number
+        self.loss_weights = (
+            cfg.views.loss_weights.global_global,
+            cfg.views.loss_weights.global_local,
+        )
+        self.channels_last = False
+        # Joint linear probe (seed repo TRAIN.JOINT_LINEAR_PROBE): a monitor on detached features.
+        self.probe = nn.Linear(backbone.embed_dim, num_classes) if cfg.train.joint_probe else None
+
+    def setup(self, epochs: int, steps_per_epoch: int) -> None:
+        """Precompute the method's own schedules (called once the loop length is known)."""
+
+    def training_step(
+        self, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext
+    ) -> StepOutput:
+        raise NotImplementedError
+
+    def eval_backbone(self) -> nn.Module:
+        """The backbone the method evaluates (k-NN, linear, export)."""
+        raise NotImplementedError
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules whose parameters the optimiser updates."""
+        return [m for m in (self.student, self.probe) if m is not None]
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after backward, before the update (e.g. freeze a layer's gradients)."""
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after the update (e.g. the EMA teacher)."""
+
+    def probe_step(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Cross-entropy of the joint probe on detached features of the first student view."""
+        if self.probe is None:
+            return features.new_zeros(()), {}
+        logits = self.probe(features.detach().float())
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(dim=1) == labels).float().mean()
+        return loss, {"probe_loss": loss.item(), "probe_acc": acc.item()}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Tensors and numbers beyond the student and probe that a checkpoint must carry."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of ``extra_state``."""
