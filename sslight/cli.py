@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from sslight.config import ConfigError, load_config
+from sslight.config.load import ConfigError, load_config
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -36,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)  # overrides may follow flags
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )

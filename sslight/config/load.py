@@ -10,13 +10,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from sslight.config.schema import RunConfig, RunConfigBase
 from sslight.config.views import preset_views
+
+
+_IMAGE_SIZE = TypeAdapter(Annotated[int, Field(ge=8, le=1024)])
 
 
 class ConfigError(ValueError):
@@ -102,7 +105,8 @@ def resolve(raw: Mapping[str, Any], source: str = "config") -> BaseModel:
     backbone = backbone_spec(_choice(raw, "backbone", BACKBONES.names(), source))
     resolved = deep_merge(method.defaults.get(backbone.family, {}), raw)
 
-    views = resolved.get("views") or {}
+    views = resolved.get("views")
+    views = {} if views is None else views
     if not isinstance(views, Mapping):
         raise ConfigError(source, "views", "must be a mapping")
     policy = views.get("policy", "sslight")
@@ -117,8 +121,10 @@ def resolve(raw: Mapping[str, Any], source: str = "config") -> BaseModel:
             )
         data = resolved.get("data")
         image_size = data.get("image_size", 224) if isinstance(data, Mapping) else 224
-        if not isinstance(image_size, int) or image_size < 8:
-            image_size = 224  # validation below reports the bad value with its key
+        try:
+            image_size = _IMAGE_SIZE.validate_python(image_size)
+        except ValidationError:
+            image_size = 224  # validation below reports the bad value under data.image_size
         resolved["views"] = deep_merge(
             preset_views(baseline, policy, image_size, backbone.patch_size), views
         )
@@ -133,7 +139,7 @@ def resolve(raw: Mapping[str, Any], source: str = "config") -> BaseModel:
 
 def _located(err: ValidationError, source: str) -> ConfigError:
     first = err.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    loc = _field_path(first["loc"])
     problem = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
@@ -146,6 +152,27 @@ def _located(err: ValidationError, source: str) -> ConfigError:
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(source, ".".join(loc) or "(top level)", problem)
+
+
+def _field_path(loc: tuple) -> list[str]:
+    """The user's dotted key: drop pydantic's union-member tags such as ``int`` or ``float``."""
+    path: list[str] = []
+    model: Any = RunConfig
+    for part in loc:
+        fields = getattr(model, "model_fields", None) or {}
+        if isinstance(part, str) and part in fields:
+            path.append(part)
+            model = fields[part].annotation
+        elif not fields and isinstance(part, str) and _is_tag(part):
+            continue
+        else:
+            path.append(str(part))
+            model = None
+    return path
+
+
+def _is_tag(part: str) -> bool:
+    return part in ("int", "float", "str", "bool", "list", "dict", "none") or "[" in part
 
 
 def _allowed_keys(loc: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ ViTs, rounded to a multiple of the patch size.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 REFERENCE_SIZE = 224
@@ -23,9 +24,9 @@ SSLIGHT_CHANGES: dict[str, Any] = {
 def scale_crop_size(size_at_224: int, image_size: int, patch_size: int | None) -> int:
     """The crop size at ``image_size`` matching ``size_at_224`` at the paper's 224 px."""
     size = size_at_224 * image_size / REFERENCE_SIZE
-    if patch_size:
-        return max(patch_size, patch_size * round(size / patch_size))
-    return max(1, round(size))
+    if patch_size:  # round half up (not to even), never below one patch
+        return max(patch_size, patch_size * math.floor(size / patch_size + 0.5))
+    return max(1, math.floor(size + 0.5))
 
 
 def preset_views(

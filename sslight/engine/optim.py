@@ -59,5 +59,5 @@ def set_lr_and_weight_decay(
 ) -> None:
     """Apply this iteration's scheduled values to every group."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
-        group["weight_decay"] = weight_decay * group["wd_scale"]
+        group["lr"] = float(lr)
+        group["weight_decay"] = float(weight_decay) * group["wd_scale"]
