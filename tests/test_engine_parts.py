@@ -75,7 +75,7 @@ def test_knn_matches_a_direct_weighted_vote():
     got = knn_accuracy(train, train_y, test, test_y, ks=[1, 5], temperature=0.07, chunk=7)
     for k in (1, 5):
         correct = 0
-        for q, y in zip(test, test_y):
+        for q, y in zip(test, test_y, strict=True):
             sims = train @ q
             idx = sims.argsort(descending=True)[:k]
             votes = [

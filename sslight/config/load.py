@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sslight.config.schema import RunConfig, RunConfigBase
 from sslight.config.views import preset_views
 
-
 _IMAGE_SIZE = TypeAdapter(Annotated[int, Field(ge=8, le=1024)])
 
 
