@@ -203,7 +203,7 @@ def pretrain(cfg: BaseModel) -> dict[str, Any]:
             views = [v.to(rt.device, non_blocking=True) for v in views]
             labels = labels.to(rt.device, non_blocking=True)
             with rt.autocast():
-                out = method.training_step(views, labels, ctx)
+                out = method(views, labels, ctx)
             if not torch.isfinite(out.loss):
                 raise NonFiniteLossError(
                     f"loss is {out.loss.item()} at epoch {epoch + 1}, step "

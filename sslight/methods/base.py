@@ -85,6 +85,12 @@ class SSLMethod(nn.Module):
     ) -> StepOutput:
         raise NotImplementedError
 
+    def forward(
+        self, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext
+    ) -> StepOutput:
+        """One training step's loss; the engine calls the (possibly DDP-wrapped) module."""
+        return self.training_step(views, labels, ctx)
+
     def eval_backbone(self) -> nn.Module:
         """The backbone the method evaluates (k-NN, linear, export)."""
         raise NotImplementedError

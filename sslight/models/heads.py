@@ -65,3 +65,19 @@ class DINOHead(nn.Module):
         x = self.mlp(x)
         x = F.normalize(x, dim=-1, p=2)
         return self.last_layer(x)
+
+
+class ProjectionHead(nn.Module):
+    """Linear → [BN] → ReLU → Linear: SwAV's projector (4096, BN → 128; Caron et al. 2020) and
+    MoCo-v2's MLP head (2048 → 128, no BN; Chen et al. 2020)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
