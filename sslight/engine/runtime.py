@@ -29,19 +29,22 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     @classmethod
-    def from_config(cls, train: TrainConfig, backbone: str) -> Runtime:
-        if train.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is visible")
-        use_cuda = train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available())
-        device = (
-            torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
-        )
+    def from_config(cls, train: TrainConfig, backbone: str, local_rank: int = 0) -> Runtime:
+        use_cuda = wants_cuda(train)
+        device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
         bf16 = train.precision == "bf16" or (train.precision == "auto" and use_cuda)
         if train.channels_last == "auto":
             channels_last = backbone in CHANNELS_LAST_WINS
         else:
             channels_last = train.channels_last == "on"
         return cls(device, torch.bfloat16 if bf16 else None, channels_last)
+
+
+def wants_cuda(train: TrainConfig) -> bool:
+    """CUDA when asked for or, with ``device: auto``, when one is visible."""
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible")
+    return train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available())
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

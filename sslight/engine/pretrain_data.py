@@ -1,0 +1,104 @@
+"""What a pretraining run reads: the multi-crop training loader and the k-NN monitor's loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from sslight.data import (
+    CropSpec,
+    EpochSampler,
+    ImageSource,
+    build_eval_loader,
+    build_multicrop,
+    build_source,
+    build_train_loader,
+    stratified_subset,
+)
+from sslight.engine.distributed import DistEnv
+from sslight.engine.knn import extract_features, knn_accuracy
+from sslight.engine.runtime import Runtime
+from sslight.methods import METHODS
+from sslight.methods.base import SSLMethod
+
+
+@dataclass
+class PretrainData:
+    source: ImageSource
+    loader: DataLoader
+    sampler: EpochSampler
+    steps_per_epoch: int
+    monitor: tuple[DataLoader, DataLoader] | None
+
+
+def _crops(crops: Any) -> CropSpec:
+    return CropSpec(crops.number, crops.size, tuple(crops.scale))
+
+
+def build_data(cfg: Any, env: DistEnv) -> PretrainData:
+    """Multi-crop training loader (sharded over ``env``) and, with the k-NN monitor on, eval
+    loaders over the training subset and the validation set."""
+    data, train = cfg.data, cfg.train
+    if train.batch_size % env.world_size:
+        raise ValueError(
+            f"train.batch_size {train.batch_size} is not divisible by {env.world_size} processes"
+        )
+    source = build_source(
+        data.dataset, data.root, "train", image_size=data.image_size, download=data.download
+    )
+    indices = (
+        stratified_subset(source.labels, data.train_subset, cfg.seed) if data.train_subset else None
+    )
+    transform = build_multicrop(
+        METHODS.get(cfg.method).augmentation,
+        _crops(cfg.views.global_crops),
+        _crops(cfg.views.local_crops),
+    )
+    per_process = train.batch_size // env.world_size
+    available = len(indices) if indices is not None else len(source)
+    if available < train.batch_size:
+        raise ValueError(
+            f"data: {available} training images give no full batch of {train.batch_size}; "
+            "lower train.batch_size or enlarge data.train_subset"
+        )
+    loader, sampler = build_train_loader(
+        source,
+        transform,
+        per_process,
+        cfg.seed,
+        indices=indices,
+        num_workers=data.num_workers,
+        rank=env.rank,
+        world_size=env.world_size,
+        pin_memory=torch.cuda.is_available(),
+    )
+    steps = sampler.batches_per_epoch
+    if train.max_steps_per_epoch:
+        steps = min(steps, train.max_steps_per_epoch)
+    monitor = None
+    if cfg.eval.knn.monitor:
+        val = build_source(
+            data.dataset, data.root, "val", image_size=data.image_size, download=data.download
+        )
+        val_idx = (
+            stratified_subset(val.labels, data.val_subset, cfg.seed) if data.val_subset else None
+        )
+        batch, workers = max(64, per_process), data.num_workers
+        monitor = (
+            build_eval_loader(source, data.image_size, batch, indices=indices, num_workers=workers),
+            build_eval_loader(val, data.image_size, batch, indices=val_idx, num_workers=workers),
+        )
+    return PretrainData(source, loader, sampler, steps, monitor)
+
+
+def knn_monitor(method: SSLMethod, data: PretrainData, cfg: Any, rt: Runtime) -> float:
+    """Top-1 (%) of a weighted k-NN classifier on the evaluated backbone (train → val)."""
+    assert data.monitor is not None
+    backbone = method.eval_backbone()
+    train_f, train_y = extract_features(backbone, data.monitor[0], rt.device, rt.channels_last)
+    val_f, val_y = extract_features(backbone, data.monitor[1], rt.device, rt.channels_last)
+    k = cfg.eval.knn.monitor_k
+    return knn_accuracy(train_f, train_y, val_f, val_y, [k], cfg.eval.knn.temperature)[k]

@@ -1,0 +1,31 @@
+"""Launched by torchrun from tests/test_distributed.py: pretrain, then save this rank's weights."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from sslight.config.load import load_config
+from sslight.engine import trainer
+
+
+def main(config: str, out: str) -> None:
+    torch.set_num_threads(1)
+    built = {}
+    build = trainer._build_method
+
+    def keep(*args, **kwargs):
+        built["method"] = build(*args, **kwargs)
+        return built["method"]
+
+    trainer._build_method = keep
+    trainer.pretrain(load_config(config))
+    state = {k: v.detach().cpu() for k, v in built["method"].state_dict().items()}
+    torch.save(state, Path(out) / f"rank{os.environ['RANK']}.pt")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
