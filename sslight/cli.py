@@ -1,6 +1,7 @@
 """``sslight``: run one config without the orchestrator.
 
-    sslight pretrain CONFIG [key=value ...]
+    sslight run CONFIG [key=value ...]        pretrain, then evaluate (the stages of the config)
+    sslight pretrain CONFIG [key=value ...]   the pretraining stage alone
 
 Exit codes: 0 success, 2 bad input (one message naming the file, key and problem), 1 failure.
 """
@@ -21,17 +22,21 @@ EXIT_FAILURE = 1
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sslight", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    pretrain = commands.add_parser("pretrain", help="the pretraining stage of one config")
-    pretrain.add_argument("config", help="run config YAML (see experiments/)")
-    pretrain.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="dotted overrides, e.g. train.epochs=1 output_dir=/tmp/run",
-    )
-    pretrain.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
-    )
+    for name, text in (
+        ("run", "pretrain, then run the evaluation stages of the config"),
+        ("pretrain", "the pretraining stage of one config"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("config", help="run config YAML (see experiments/)")
+        command.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="dotted overrides, e.g. train.epochs=1 output_dir=/tmp/run",
+        )
+        command.add_argument(
+            "--print-config", action="store_true", help="print the resolved config as JSON and exit"
+        )
     return parser
 
 
@@ -53,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(json.dumps(cfg.model_dump(mode="json"), indent=2))
             return 0
-        from sslight.engine.trainer import pretrain
+        if args.command == "run":
+            from sslight.pipeline import run
 
-        result = pretrain(cfg)
+            result = run(cfg)
+        else:
+            from sslight.engine.trainer import pretrain
+
+            result = pretrain(cfg)
     except (ConfigError, DataRootError, CheckpointError) as err:
         print(f"sslight: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -127,6 +127,7 @@ def resolve(raw: Mapping[str, Any], source: str = "config") -> BaseModel:
         resolved["views"] = deep_merge(
             preset_views(baseline, policy, image_size, backbone.patch_size), views
         )
+    resolved.setdefault("stages", list(method.default_stages))
     resolved.setdefault(
         "output_dir", f"runs/{method.name}_{backbone.name}_{resolved['views'].get('policy')}"
     )

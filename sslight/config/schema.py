@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from sslight.config.base import StrictModel
 
@@ -119,7 +119,7 @@ class TrainConfig(StrictModel):
     base_lr: float = Field(default=0.48, gt=0)
     min_lr: float = Field(default=0.0048, ge=0)
     warmup_epochs: float = Field(default=10, ge=0)
-    warmup_start_lr: float = Field(default=0.0, ge=0)
+    warmup_start_lr: float = Field(default=0.0, ge=0)  # absolute, not scaled by batch (seed)
     weight_decay: float = Field(default=1e-6, ge=0)
     weight_decay_end: float = Field(default=1e-6, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
@@ -151,8 +151,50 @@ class KnnConfig(StrictModel):
     monitor_every_epochs: int = Field(default=1, ge=1)
 
 
+class LinearEvalConfig(StrictModel):
+    """Linear evaluation on the frozen backbone (seed repo: CNN LARS 0.05 × batch/256 = 0.8 at
+    4096, 100 epochs, wd 0, cosine; ViT-T SGD 0.01 × batch/256 on the last 4 blocks' CLS)."""
+
+    epochs: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=4096, ge=1)
+    optimizer: Literal["auto", "lars", "sgd"] = "auto"  # auto: lars for CNNs, sgd for ViTs
+    base_lr: float | None = Field(default=None, gt=0)  # None: 0.05 (lars) / 0.01 (sgd)
+    weight_decay: float = Field(default=0.0, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    n_last_blocks: int = Field(default=4, ge=1)
+    cached_features: bool = False
+    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+
+
+class SemiConfig(StrictModel):
+    """Semi-supervised fine-tuning of the whole network on a fraction of the labels (seed repo:
+    1 % for 60 epochs, 10 % for 30, SGD Nesterov 0.03 × batch/256, wd 0). Stage names are
+    ``semi_<percent>``; ``split_dir`` holds ImageNet-style ``<percent>percent.txt`` files."""
+
+    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1])
+    epochs: list[int] = Field(default_factory=lambda: [60, 30])
+    batch_size: int = Field(default=256, ge=1)
+    base_lr: float = Field(default=0.03, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    split_dir: str | None = None
+    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_epoch_count_per_fraction(self) -> SemiConfig:
+        if len(self.epochs) != len(self.fractions):
+            raise ValueError(
+                f"epochs has {len(self.epochs)} entries for {len(self.fractions)} fractions"
+            )
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions must be in (0, 1], got {self.fractions}")
+        return self
+
+
 class EvalConfig(StrictModel):
     knn: KnnConfig = Field(default_factory=KnnConfig)
+    linear: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
+    semi: SemiConfig = Field(default_factory=SemiConfig)
 
 
 class RunConfigBase(StrictModel):
@@ -164,6 +206,21 @@ class RunConfigBase(StrictModel):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str
     seed: int = Field(default=0, ge=0)
+    stages: list[str] = Field(default_factory=lambda: ["pretrain", "knn", "linear"])
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, stages: list[str], info: ValidationInfo) -> list[str]:
+        from sslight.pipeline import stage_names
+
+        evaluation = info.data.get("eval") or EvalConfig()
+        allowed = stage_names(evaluation.semi.fractions)
+        unknown = [stage for stage in stages if stage not in allowed]
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; choose from: {', '.join(allowed)}")
+        if len(set(stages)) != len(stages):
+            raise ValueError(f"a stage is listed twice: {stages}")
+        return stages
 
     @field_validator("method")
     @classmethod

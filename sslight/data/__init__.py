@@ -26,6 +26,7 @@ from sslight.data.transforms import (
     blur_kernel_size,
     build_multicrop,
     eval_transform,
+    linear_train_transform,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "collate_views",
     "default_data_root",
     "eval_transform",
+    "linear_train_transform",
     "sample_seed",
     "stratified_subset",
 ]

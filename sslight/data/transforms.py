@@ -176,3 +176,17 @@ def eval_transform(image_size: int) -> T.Compose:
             *_to_normalised_float(),
         ]
     )
+
+
+def linear_train_transform(image_size: int) -> T.Compose:
+    """Linear-eval and fine-tuning augmentation (DINO ``eval_linear.py``): bicubic
+    RandomResizedCrop to ``image_size`` (default area scale 0.08–1) and a horizontal flip."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(
+                image_size, interpolation=InterpolationMode.BICUBIC, antialias=True
+            ),
+            T.RandomHorizontalFlip(p=0.5),
+            *_to_normalised_float(),
+        ]
+    )

@@ -19,6 +19,7 @@ class RunDir:
         self.result = self.root / "result.json"
 
     def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
     def write_config(self, config: dict[str, Any]) -> None:
@@ -30,8 +31,9 @@ class RunDir:
         return json.loads(self.result.read_text())
 
     def update_result(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``values`` into result.json (atomically) and return the whole result."""
-        result = {**self.read_result(), **values}
+        """Merge ``values`` into result.json (atomically; a None value removes its key)."""
+        merged = {**self.read_result(), **values}
+        result = {key: value for key, value in merged.items() if value is not None}
         _atomic_write(self.result, json.dumps(result, indent=2, sort_keys=True) + "\n")
         return result
 

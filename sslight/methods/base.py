@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -48,6 +48,7 @@ class MethodSpec:
     augmentation: str
     defaults: dict[str, dict[str, Any]]
     baseline_views: dict[str, dict[str, Any]]
+    default_stages: tuple[str, ...] = ("pretrain", "knn", "linear")
 
 
 class Network(nn.Module):
@@ -62,8 +63,12 @@ class Network(nn.Module):
 class SSLMethod(nn.Module):
     """Base class: a student network (the checkpoint's ``"model"``) plus the joint linear probe.
 
-    Subclasses set ``self.student`` (backbone + head) and implement ``training_step``.
+    Subclasses set ``self.student`` (backbone + head) and implement ``training_step``. A method
+    whose ``extra_state`` differs between processes (SwAV's queues) sets ``per_process_state``
+    so checkpoints keep one copy per rank.
     """
+
+    per_process_state: ClassVar[bool] = False
 
     def __init__(self, cfg: RunConfigBase, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()

@@ -1,0 +1,331 @@
+"""What linear evaluation and semi-supervised fine-tuning share: the labelled data, a classifier
+(features + linear head), one training epoch, top-k accuracy, and the resumable epoch loop.
+
+The loop follows DINO's ``eval_linear.py``: cosine learning rate to 0 (here per iteration),
+validation after every epoch, the best validation top-1 reported. It checkpoints after every
+epoch, and each epoch's batches depend only on (seed, epoch), so a resumed run continues exactly
+where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sslight.data import (
+    ImageSource,
+    build_eval_loader,
+    build_source,
+    build_train_loader,
+    linear_train_transform,
+    stratified_subset,
+)
+from sslight.engine.checkpoint import load_checkpoint, save_checkpoint
+from sslight.engine.optim import set_lr_and_weight_decay
+from sslight.engine.schedules import cosine_schedule
+from sslight.evaluation.features import amp_context
+
+log = logging.getLogger(__name__)
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+EpochBatches = Callable[[int], Batches]
+
+
+@dataclass
+class LabelledData:
+    """The run's train split (restricted to ``data.train_subset``) and val split (``val_subset``);
+    ``*_indices`` are positions in the source, None meaning all of it."""
+
+    train: ImageSource
+    train_indices: torch.Tensor | None
+    val: ImageSource
+    val_indices: torch.Tensor | None
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def train_pool(self) -> torch.Tensor:
+        """Source indices of the usable training images."""
+        if self.train_indices is None:
+            return torch.arange(len(self.train))
+        return self.train_indices
+
+
+def load_labelled_data(cfg: Any) -> LabelledData:
+    """Both splits of ``cfg.data.dataset``, subset as in pretraining (stratified, ``cfg.seed``)."""
+    data = cfg.data
+
+    def split(name: str, size: int | float | None) -> tuple[ImageSource, torch.Tensor | None]:
+        source = build_source(
+            data.dataset, data.root, name, image_size=data.image_size, download=data.download
+        )
+        indices = stratified_subset(source.labels, size, cfg.seed) if size else None
+        return source, indices
+
+    train, train_indices = split("train", data.train_subset)
+    val, val_indices = split("val", data.val_subset)
+    return LabelledData(train, train_indices, val, val_indices)
+
+
+def amp_dtype_for(cfg: Any, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast when ``train.precision`` is bf16, or auto on a GPU; None otherwise."""
+    precision = cfg.train.precision
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def linear_head(in_dim: int, num_classes: int, seed: int) -> nn.Linear:
+    """A linear layer initialised as DINO's ``LinearClassifier``: weights N(0, 0.01²), zero bias."""
+    head = nn.Linear(in_dim, num_classes)
+    nn.init.normal_(head.weight, std=0.01, generator=torch.Generator().manual_seed(seed))
+    nn.init.zeros_(head.bias)
+    return head
+
+
+class Classifier(nn.Module):
+    """``head(features(x))``. With ``frozen_features`` the features run without gradients and
+    stay in eval mode whatever ``train()`` says, and only the head is trainable."""
+
+    def __init__(self, features: nn.Module, head: nn.Module, frozen_features: bool) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.frozen_features = frozen_features
+
+    @property
+    def trainable(self) -> nn.Module:
+        """The part that is optimised and checkpointed."""
+        return self.head if self.frozen_features else self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.frozen_features:
+            with torch.no_grad():
+                features = self.features(images)
+            return self.head(features)
+        return self.head(self.features(images))
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen_features:
+            self.features.eval()
+        return self
+
+
+class _SingleView:
+    """Adapts a one-view transform to the multi-crop dataset, which expects a list of views."""
+
+    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return [self.transform(image)]
+
+
+def augmented_batches(
+    source: ImageSource,
+    indices: torch.Tensor | None,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    num_workers: int,
+) -> tuple[EpochBatches, int]:
+    """Per-epoch batches of ``linear_train_transform`` images (seeded per sample, full batches
+    only) and the number of batches per epoch."""
+    loader, sampler = build_train_loader(
+        source,
+        _SingleView(linear_train_transform(image_size)),
+        batch_size,
+        seed,
+        indices=indices,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler.set_epoch(epoch)
+        for views, labels in loader:
+            yield views[0], labels
+
+    return epoch_batches, sampler.batches_per_epoch
+
+
+def tensor_batches(
+    features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int
+) -> tuple[EpochBatches, int]:
+    """Per-epoch shuffled full batches of cached features (permutation seeded by seed + epoch)."""
+    steps = len(features) // batch_size
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed + epoch))
+        for step in range(steps):
+            chosen = perm[step * batch_size : (step + 1) * batch_size]
+            yield features[chosen], labels[chosen]
+
+    return epoch_batches, steps
+
+
+def eval_batches(
+    source: ImageSource,
+    indices: torch.Tensor | None,
+    image_size: int,
+    batch_size: int,
+    num_workers: int,
+) -> Batches:
+    """Ordered ``eval_transform`` batches; the batch size is capped by the number of images."""
+    count = len(source) if indices is None else len(indices)
+    return build_eval_loader(
+        source, image_size, min(batch_size, count), indices=indices, num_workers=num_workers
+    )
+
+
+def train_classifier_epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    lrs: Iterable[float],
+    weight_decay: float,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
+    """One epoch of cross-entropy training, one batch per value of ``lrs``; the mean loss."""
+    model.train()
+    total, steps = torch.zeros((), device=device), 0
+    for lr, (images, labels) in zip(lrs, batches, strict=False):
+        set_lr_and_weight_decay(optimizer, lr, weight_decay)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with amp_context(device, amp_dtype):
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().float()
+        steps += 1
+    if steps == 0:
+        raise RuntimeError("the training data yielded no batch")
+    return float(total) / steps
+
+
+@torch.no_grad()
+def evaluate_topk(
+    model: nn.Module, batches: Batches, device: torch.device, amp_dtype: torch.dtype | None = None
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (%) of ``model`` in eval mode (top-5 is top-k for k < 5
+    classes)."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = count = 0
+    try:
+        for images, labels in batches:
+            labels = labels.to(device, non_blocking=True)
+            with amp_context(device, amp_dtype):
+                logits = model(images.to(device, non_blocking=True))
+            top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(dim=1).sum())
+            count += len(labels)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise RuntimeError("the validation data yielded no batch")
+    return 100.0 * correct1 / count, 100.0 * correct5 / count
+
+
+def _summary(state: dict[str, Any]) -> dict[str, float]:
+    best, last = state["best"], state["last"]
+    return {
+        "top1": float(best["top1"]),
+        "top5": float(best["top5"]),
+        "top1_last": float(last["top1"]),
+        "top5_last": float(last["top5"]),
+    }
+
+
+def completed_result(checkpoint_dir: Path, epochs: int) -> dict[str, float] | None:
+    """The summary of a stage whose checkpoint has all ``epochs`` done, else None."""
+    state = load_checkpoint(checkpoint_dir)
+    if state is None or state["epoch"] < epochs:
+        return None
+    return _summary(state)
+
+
+def fit_classifier(
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+    train_batches: EpochBatches,
+    steps_per_epoch: int,
+    val_batches: Batches,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    checkpoint_dir: Path,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    stage: str = "classifier",
+) -> dict[str, float]:
+    """Train ``model.trainable`` for ``epochs`` (cosine lr from ``lr`` to 0 per iteration),
+    validating and checkpointing after each epoch; resumes from ``checkpoint_dir``.
+
+    Returns ``top1`` (best epoch), ``top5`` (at that epoch), ``top1_last`` and ``top5_last``.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"{stage}: no full training batch per epoch")
+    lrs = cosine_schedule(lr, 0.0, epochs, steps_per_epoch)
+    state = load_checkpoint(checkpoint_dir)
+    start = 0
+    best: dict[str, float] = {"top1": -1.0, "top5": 0.0, "epoch": -1}
+    last: dict[str, float] = {"top1": 0.0, "top5": 0.0}
+    if state is not None:
+        model.trainable.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best, last = state["epoch"], state["best"], state["last"]
+        log.info("%s: resuming at epoch %d/%d", stage, start + 1, epochs)
+    for epoch in range(start, epochs):
+        epoch_lrs = lrs[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
+        batches = itertools.islice(train_batches(epoch), steps_per_epoch)
+        loss = train_classifier_epoch(
+            model, batches, optimizer, epoch_lrs, weight_decay, device, amp_dtype
+        )
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{stage}: non-finite loss {loss} in epoch {epoch + 1}")
+        top1, top5 = evaluate_topk(model, val_batches, device, amp_dtype)
+        last = {"top1": top1, "top5": top5}
+        if top1 > best["top1"]:
+            best = {"top1": top1, "top5": top5, "epoch": epoch + 1}
+        state = {
+            "model": model.trainable.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "epochs": epochs,
+            "stage": stage,
+            "best": best,
+            "last": last,
+        }
+        save_checkpoint(state, checkpoint_dir)
+        log.info(
+            "%s epoch %d/%d: loss %.4f, val top-1 %.2f top-5 %.2f (best %.2f)",
+            stage,
+            epoch + 1,
+            epochs,
+            loss,
+            top1,
+            top5,
+            best["top1"],
+        )
+    if state is None:
+        raise RuntimeError(f"{stage}: no epoch to run (epochs={epochs})")
+    return _summary(state)

@@ -1,0 +1,100 @@
+"""Linear evaluation on a frozen backbone (DINO ``eval_linear.py``; SSLight seed repo settings).
+
+CNNs: LARS, lr 0.05 × batch/256 (0.8 at 4096), 100 epochs, wd 0, cosine; ViT-Tiny: SGD,
+lr 0.01 × batch/256, on the concatenated CLS tokens of the last 4 blocks. Training images get
+RandomResizedCrop + flip, validation images resize + centre crop; the best val top-1 is reported.
+With ``cached_features`` the features of the un-augmented training images are computed once and
+the linear layer trains on them (the fast path on a CPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslight.engine.optim import build_optimizer
+from sslight.evaluation.classifier import (
+    Classifier,
+    amp_dtype_for,
+    augmented_batches,
+    completed_result,
+    eval_batches,
+    fit_classifier,
+    linear_head,
+    load_labelled_data,
+    tensor_batches,
+)
+from sslight.evaluation.features import FeatureExtractor, extract
+
+DEFAULT_BASE_LR = {"lars": 0.05, "sgd": 0.01}
+
+
+def linear_optimizer(family: str, choice: str) -> str:
+    """``auto`` means LARS for CNNs and SGD for ViTs (the seed repo's choice)."""
+    if choice != "auto":
+        return choice
+    return "sgd" if family == "vit" else "lars"
+
+
+def _named(result: dict[str, float]) -> dict[str, float]:
+    return {f"linear_{key}": value for key, value in result.items()}
+
+
+def linear_eval(
+    backbone: nn.Module, cfg: Any, run_dir: Path, device: torch.device
+) -> dict[str, float]:
+    """Train a linear classifier on ``backbone``'s frozen features; resumable.
+
+    Returns ``linear_top1`` (best epoch), ``linear_top5`` (at that epoch), ``linear_top1_last``
+    and ``linear_top5_last``, in percent. Checkpoints go to ``run_dir/checkpoints/linear``.
+    """
+    lin, data_cfg = cfg.eval.linear, cfg.data
+    checkpoint_dir = Path(run_dir) / "checkpoints" / "linear"
+    done = completed_result(checkpoint_dir, lin.epochs)
+    if done is not None:
+        return _named(done)
+
+    data = load_labelled_data(cfg)
+    amp_dtype = amp_dtype_for(cfg, device)
+    extractor = FeatureExtractor(backbone, lin.n_last_blocks).to(device).eval()
+    head = linear_head(extractor.out_dim, data.num_classes, cfg.seed).to(device)
+    batch = min(lin.batch_size, len(data.train_pool))
+    size, workers = data_cfg.image_size, data_cfg.num_workers
+    val = eval_batches(data.val, data.val_indices, size, batch, workers)
+
+    if lin.cached_features:
+        train_images = eval_batches(data.train, data.train_indices, size, batch, workers)
+        train_f, train_y = extract(extractor, train_images, device, amp_dtype)
+        val_f, val_y = extract(extractor, val, device, amp_dtype)
+        model = Classifier(nn.Identity(), head, frozen_features=True)
+        train, steps = tensor_batches(train_f.to(device), train_y.to(device), batch, cfg.seed)
+        val = list(zip(val_f.split(batch), val_y.split(batch), strict=True))
+    else:
+        model = Classifier(extractor, head, frozen_features=True)
+        train, steps = augmented_batches(
+            data.train, data.train_indices, size, batch, cfg.seed, workers
+        )
+    if lin.max_steps_per_epoch:
+        steps = min(steps, lin.max_steps_per_epoch)
+
+    name = linear_optimizer(backbone.family, lin.optimizer)
+    optimizer = build_optimizer(name, [head], momentum=lin.momentum)
+    base_lr = lin.base_lr if lin.base_lr is not None else DEFAULT_BASE_LR[name]
+    result = fit_classifier(
+        model,
+        optimizer,
+        train,
+        steps,
+        val,
+        epochs=lin.epochs,
+        lr=base_lr * batch / 256,
+        weight_decay=lin.weight_decay,
+        checkpoint_dir=checkpoint_dir,
+        device=device,
+        amp_dtype=amp_dtype,
+        stage="linear",
+    )
+    return _named(result)

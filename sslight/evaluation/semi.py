@@ -1,0 +1,195 @@
+"""Semi-supervised evaluation: fine-tune the whole network on a fraction of the labels.
+
+SSLight seed repo: 1 % of ImageNet for 60 epochs or 10 % for 30, SGD Nesterov, lr
+0.03 × batch/256, wd 0, cosine; the labelled images come from the fixed ImageNet split files
+(``1percent.txt``, ``10percent.txt``, one file name per line, as released with SimCLR). Without
+a split directory the labelled subset is class-stratified and seeded with the run's seed, taken
+from the images the run pretrained on (``data.train_subset``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslight.data import FileImageSource, ImageSource, stratified_subset
+from sslight.engine.optim import parameter_groups
+from sslight.evaluation.classifier import (
+    Classifier,
+    amp_dtype_for,
+    augmented_batches,
+    completed_result,
+    eval_batches,
+    fit_classifier,
+    linear_head,
+    load_labelled_data,
+)
+
+
+def percent_tag(fraction: float) -> str:
+    """``0.01 -> "1"``, ``0.1 -> "10"``, ``0.005 -> "0.5"``: the ``<p>`` of ``semi_<p>``."""
+    return f"{fraction * 100:g}"
+
+
+def _file_keys(source: FileImageSource) -> list[str]:
+    """How each image is named in split files: its file name, or ``<class dir>/<file name>``
+    where file names repeat across classes."""
+    names = [path.name for path in source.files]
+    repeated = {name for name, count in Counter(names).items() if count > 1}
+    return [
+        f"{path.parent.name}/{path.name}" if path.name in repeated else path.name
+        for path in source.files
+    ]
+
+
+def read_split_file(path: Path, source: ImageSource) -> torch.Tensor:
+    """Sorted source indices of the images listed in ``path`` (blank lines and ``#`` skipped).
+
+    File sources: one image per line, by file name or by a path ending in ``<class>/<name>``
+    (ImageNet split files list names such as ``n01440764_10026.JPEG``). In-memory sources: one
+    integer index per line.
+    """
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    if not lines:
+        raise ValueError(f"{path}: the split file lists no image")
+    chosen: list[int] = []
+    if isinstance(source, FileImageSource):
+        keys = {key: i for i, key in enumerate(_file_keys(source))}
+        missing = []
+        for number, entry in lines:
+            parts = Path(entry).parts
+            found = keys.get(parts[-1])
+            if found is None and len(parts) > 1:
+                found = keys.get(f"{parts[-2]}/{parts[-1]}")
+            if found is None:
+                missing.append(f"line {number}: {entry}")
+            else:
+                chosen.append(found)
+        if missing:
+            raise ValueError(
+                f"{path}: {len(missing)} of {len(lines)} entries match no training image "
+                f"({len(source)} images, named by file name, or <class>/<file name> where "
+                f"names repeat), e.g. {'; '.join(missing[:3])}"
+            )
+    else:
+        for number, entry in lines:
+            try:
+                index = int(entry)
+            except ValueError:
+                raise ValueError(
+                    f"{path}: line {number}: expected an integer image index for this in-memory "
+                    f"dataset, got {entry!r}"
+                ) from None
+            if not 0 <= index < len(source):
+                raise ValueError(
+                    f"{path}: line {number}: index {index} out of range [0, {len(source)})"
+                )
+            chosen.append(index)
+    return torch.unique(torch.tensor(chosen, dtype=torch.int64))
+
+
+def labelled_subset(
+    source: ImageSource,
+    pool: torch.Tensor,
+    fraction: float,
+    split_dir: str | None,
+    seed: int,
+) -> torch.Tensor:
+    """Source indices of the labelled images: ``split_dir/<p>percent.txt`` when a split
+    directory is given, else a stratified ``fraction`` of ``pool`` seeded with ``seed``."""
+    if split_dir:
+        path = Path(split_dir).expanduser() / f"{percent_tag(fraction)}percent.txt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"eval.semi.split_dir: no split file {path} for the {percent_tag(fraction)} % "
+                f"labels; add it or unset split_dir for a stratified subset"
+            )
+        return read_split_file(path, source)
+    return pool[stratified_subset(source.labels[pool], fraction, seed)]
+
+
+def write_subset_file(path: Path, source: ImageSource, indices: torch.Tensor) -> None:
+    """One image per line: its split-file key for file sources, its index otherwise."""
+    keys = _file_keys(source) if isinstance(source, FileImageSource) else None
+    lines = [keys[i] if keys else str(i) for i in indices.tolist()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def _nesterov_sgd(model: nn.Module, momentum: float) -> torch.optim.SGD:
+    groups = parameter_groups([model])
+    for group in groups:
+        group.pop("always_adapt")
+    return torch.optim.SGD(groups, lr=0.0, momentum=momentum, nesterov=True, weight_decay=0.0)
+
+
+def semi_supervised(
+    backbone: nn.Module,
+    cfg: Any,
+    fraction: float,
+    epochs: int,
+    run_dir: Path,
+    device: torch.device,
+) -> dict[str, float]:
+    """Fine-tune a copy of ``backbone`` plus a linear head on ``fraction`` of the labels.
+
+    Writes the labelled images used to ``run_dir/semi_<p>_subset.txt`` and checkpoints to
+    ``run_dir/checkpoints/semi_<p>`` after every epoch (and resumes from there). Returns
+    ``semi_<p>_top1`` (best val epoch) and ``semi_<p>_top5`` (at that epoch), in percent.
+    """
+    semi, data_cfg = cfg.eval.semi, cfg.data
+    stage = f"semi_{percent_tag(fraction)}"
+    run_dir = Path(run_dir)
+    data = load_labelled_data(cfg)
+    indices = labelled_subset(data.train, data.train_pool, fraction, semi.split_dir, cfg.seed)
+    if len(indices) < 2:
+        raise ValueError(
+            f"{stage}: {len(indices)} labelled image; fine-tuning with batch norm needs at "
+            "least 2 (use a larger fraction or data.train_subset)"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_subset_file(run_dir / f"{stage}_subset.txt", data.train, indices)
+
+    def named(result: dict[str, float]) -> dict[str, float]:
+        return {f"{stage}_top1": result["top1"], f"{stage}_top5": result["top5"]}
+
+    checkpoint_dir = run_dir / "checkpoints" / stage
+    done = completed_result(checkpoint_dir, epochs)
+    if done is not None:
+        return named(done)
+
+    network = copy.deepcopy(backbone).requires_grad_(True)  # an EMA teacher arrives frozen
+    head = linear_head(network.embed_dim, data.num_classes, cfg.seed)
+    model = Classifier(network, head, frozen_features=False).to(device)
+    batch = min(semi.batch_size, len(indices))
+    size, workers = data_cfg.image_size, data_cfg.num_workers
+    train, steps = augmented_batches(data.train, indices, size, batch, cfg.seed, workers)
+    if semi.max_steps_per_epoch:
+        steps = min(steps, semi.max_steps_per_epoch)
+    val = eval_batches(data.val, data.val_indices, size, batch, workers)
+    result = fit_classifier(
+        model,
+        _nesterov_sgd(model, semi.momentum),
+        train,
+        steps,
+        val,
+        epochs=epochs,
+        lr=semi.base_lr * batch / 256,
+        weight_decay=semi.weight_decay,
+        checkpoint_dir=checkpoint_dir,
+        device=device,
+        amp_dtype=amp_dtype_for(cfg, device),
+        stage=stage,
+    )
+    return named(result)

@@ -1,0 +1,157 @@
+"""``sslight run``: pretrain, then evaluate, stage by stage, recording everything in result.json.
+
+A stage already marked done in ``result.json`` is skipped; pretraining, linear and semi-supervised
+stages resume from their own checkpoints; a failing stage records
+``{"error": {"stage", "message"}}`` and leaves the finished stages untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslight.engine.checkpoint import load_checkpoint
+from sslight.engine.rundir import RunDir
+from sslight.engine.runtime import Runtime
+from sslight.engine.trainer import pretrain
+from sslight.registry import Registry
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[[Any, Path, torch.device], dict[str, Any]]
+STAGES: Registry[StageFn] = Registry("stage")
+
+
+class StageError(RuntimeError):
+    """A stage failed; its message is recorded in result.json."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        self.stage = stage
+        super().__init__(f"stage {stage!r} failed: {message}")
+
+
+def load_eval_backbone(cfg: Any, run_dir: Path, device: torch.device) -> nn.Module:
+    """The backbone the method evaluates (DINO: teacher; SwAV: the network; MoCo: query encoder),
+    with the weights of the finished pretraining."""
+    from sslight.methods import METHODS
+
+    state = load_checkpoint(run_dir / "checkpoints")
+    if state is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no pretraining checkpoint")
+    probe = state.get("probe") or {}
+    num_classes = probe["weight"].shape[0] if "weight" in probe else 1
+    method = METHODS.get(cfg.method).build(cfg, num_classes=num_classes)
+    method.student.load_state_dict(state["model"])
+    method.load_extra_state(state["method_state"])
+    backbone = method.eval_backbone()
+    backbone.requires_grad_(False)
+    return backbone.eval().to(device)
+
+
+@STAGES.register("pretrain")
+def _pretrain(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    return pretrain(cfg)
+
+
+@STAGES.register("knn")
+def _knn(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    from sslight.data import build_eval_loader, build_source, stratified_subset
+    from sslight.engine.knn import extract_features, knn_accuracy
+
+    data, knn = cfg.data, cfg.eval.knn
+    backbone = load_eval_backbone(cfg, run_dir, device)
+    splits = []
+    for split, subset in (("train", data.train_subset), ("val", data.val_subset)):
+        source = build_source(
+            data.dataset, data.root, split, image_size=data.image_size, download=data.download
+        )
+        indices = stratified_subset(source.labels, subset, cfg.seed) if subset else None
+        loader = build_eval_loader(
+            source, data.image_size, 256, indices=indices, num_workers=data.num_workers
+        )
+        splits.append(extract_features(backbone, loader, device))
+    accuracy = knn_accuracy(*splits[0], *splits[1], knn.k, knn.temperature)
+    return {"knn_top1": accuracy[knn.k[0]], **{f"knn_top1_k{k}": v for k, v in accuracy.items()}}
+
+
+@STAGES.register("linear")
+def _linear(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    from sslight.evaluation.linear import linear_eval
+
+    return linear_eval(load_eval_backbone(cfg, run_dir, device), cfg, run_dir, device)
+
+
+def semi_stage(fraction: float, epochs: int) -> StageFn:
+    def stage(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
+        from sslight.evaluation.semi import semi_supervised
+
+        backbone = load_eval_backbone(cfg, run_dir, device)
+        return semi_supervised(backbone, cfg, fraction, epochs, run_dir, device)
+
+    return stage
+
+
+def stage_names(semi_fractions: list[float]) -> list[str]:
+    """Every stage a config can run: the registry plus one ``semi_<p>`` per label fraction."""
+    from sslight.evaluation.semi import percent_tag
+
+    return [*STAGES.names(), *(f"semi_{percent_tag(f)}" for f in semi_fractions)]
+
+
+def _stage_fn(cfg: Any, name: str) -> StageFn:
+    from sslight.evaluation.semi import percent_tag
+
+    semi = cfg.eval.semi
+    for fraction, epochs in zip(semi.fractions, semi.epochs, strict=True):
+        if name == f"semi_{percent_tag(fraction)}":
+            return semi_stage(fraction, epochs)
+    return STAGES.get(name)
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """Run every stage of ``cfg.stages`` not yet done; return the whole result.json."""
+    run_dir = RunDir(cfg.output_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # other ranks join pretraining; rank 0 does the rest
+        return pretrain(cfg) if "pretrain" in cfg.stages else {}
+    run_dir.create()
+    for name in cfg.stages:
+        done = run_dir.read_result().get("stages", {}).get(name, {})
+        if done.get("status") == "done":
+            log.info("stage %s already done; skipping", name)
+            continue
+        started = time.time()
+        log.info("stage %s: starting", name)
+        try:
+            device = Runtime.from_config(cfg.train, cfg.backbone).device
+            metrics = _stage_fn(cfg, name)(cfg, run_dir.root, device)
+        except Exception as err:
+            message = f"{type(err).__name__}: {err}"
+            run_dir.update_result(
+                {
+                    "error": {
+                        "stage": name,
+                        "message": message,
+                        "traceback": traceback.format_exc(limit=8),
+                    }
+                }
+            )
+            raise StageError(name, message) from err
+        result = run_dir.read_result()
+        stages = {
+            **result.get("stages", {}),
+            name: {"status": "done", "seconds": round(time.time() - started, 2)},
+        }
+        update = {**metrics, "stages": stages}
+        if (result.get("error") or {}).get("stage") == name:
+            update["error"] = None  # the failure this stage recorded earlier is resolved
+        run_dir.update_result(update)
+        log.info("stage %s: done in %.1fs", name, time.time() - started)
+    return run_dir.read_result()
