@@ -15,6 +15,11 @@ from sslight.config.load import config_to_dict
 from sslight.engine.metrics import read_metrics
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+METHOD_ARGS = {
+    "dino": {},
+    "swav": {"swav": {"queue_length": 16, "epoch_queue_starts": 1, "num_prototypes": 32}},
+    "moco": {"moco": {"queue_length": 32, "hidden_dim": 32, "out_dim": 16}},
+}
 PER_PROCESS_STATE = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -34,7 +39,7 @@ def _torchrun(config: Path, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
-@pytest.mark.parametrize("method", ["dino"])
+@pytest.mark.parametrize("method", ["dino", "swav", "moco"])
 def test_two_gloo_processes_keep_identical_weights_and_only_rank_zero_writes(
     make_run, tmp_path, method
 ):
@@ -44,6 +49,7 @@ def test_two_gloo_processes_keep_identical_weights_and_only_rank_zero_writes(
         method=method,
         backbone="resnet18",
         train={"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 8},
+        **METHOD_ARGS[method],
     )
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(config_to_dict(cfg)))
@@ -58,6 +64,8 @@ def test_two_gloo_processes_keep_identical_weights_and_only_rank_zero_writes(
     assert not differing, f"ranks diverged in {differing[:5]}"
     start = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert start["world_size"] == 2 and len(start["rng"]) == 2
+    if method == "swav":  # queues differ per process: one copy per rank
+        assert len(start["method_state_per_rank"]) == 2
 
     steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "type" not in r]
     assert steps == [0, 1, 2, 3], "one writer: each step logged once"

@@ -75,7 +75,9 @@ def _pretrain(cfg: Any, env: DistEnv) -> dict[str, Any]:
     data = build_data(cfg, env)
     method = _build_method(cfg, data, rt, env)
     model: nn.Module = method
-    if env.enabled:  # buffers are not broadcast: SwAV queues are per process by design
+    if env.enabled:  # buffers are synced once here, not every step (SwAV queues are per process)
+        for buffer in method.buffers():
+            torch.distributed.broadcast(buffer, src=0)
         model = DistributedDataParallel(
             method,
             device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
@@ -91,7 +93,7 @@ def _pretrain(cfg: Any, env: DistEnv) -> dict[str, Any]:
         train.epochs,
         steps_per_epoch,
         train.warmup_epochs,
-        train.warmup_start_lr * scale,
+        train.warmup_start_lr,
     )
     wd_schedule = cosine_schedule(
         train.weight_decay, train.weight_decay_end, train.epochs, steps_per_epoch
@@ -104,7 +106,10 @@ def _pretrain(cfg: Any, env: DistEnv) -> dict[str, Any]:
         method.student.load_state_dict(state["model"])
         if method.probe is not None:
             method.probe.load_state_dict(state["probe"])
-        method.load_extra_state(state["method_state"])
+        per_rank = state.get("method_state_per_rank") or []
+        method.load_extra_state(
+            per_rank[env.rank] if len(per_rank) == env.world_size else state["method_state"]
+        )
         optimizer.load_state_dict(state["optimizer"])
         rngs = state["rng"]
         set_rng_state(rngs[env.rank] if len(rngs) == env.world_size else rngs[0])
@@ -114,13 +119,15 @@ def _pretrain(cfg: Any, env: DistEnv) -> dict[str, Any]:
 
     def checkpoint(epoch: int, batch: int) -> None:
         rngs = gather_objects(env, rng_state())  # every rank's generator, for exact resume
+        per_rank = gather_objects(env, method.extra_state()) if method.per_process_state else []
         if not env.is_main:
             return
         save_checkpoint(
             {
                 "model": method.student.state_dict(),
                 "probe": method.probe.state_dict() if method.probe is not None else {},
-                "method_state": method.extra_state(),
+                "method_state": per_rank[0] if per_rank else method.extra_state(),
+                "method_state_per_rank": per_rank,
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch,
                 "batch": batch,
