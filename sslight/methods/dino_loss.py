@@ -13,6 +13,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslight.methods.pair_loss import weighted_cross_view_loss
+
 
 class DINOLoss(nn.Module):
     """Weighted multi-crop DINO loss with teacher centering.
@@ -61,7 +63,6 @@ class DINOLoss(nn.Module):
                 f"student_out has {student_out.shape[0]} rows; expected V·{batch} with V >= {n_g}"
             )
         n_views = student_out.shape[0] // batch
-        w_gg, w_gl = weights
 
         # Cross-entropies over large K are kept in fp32 even under autocast.
         with torch.autocast(device_type=student_out.device.type, enabled=False):
@@ -69,17 +70,7 @@ class DINOLoss(nn.Module):
             log_p = log_p.reshape(n_views, batch, -1)
             q = F.softmax((teacher_out.detach().float() - self.center) / teacher_temp, dim=-1)
             q = q.reshape(n_g, batch, -1)
-            # ce[i, v] = mean_b  -Σ_k q[i, b, k] · log p[v, b, k]
-            ce = -torch.einsum("ibk,vbk->iv", q, log_p) / batch
-
-            zero = ce.new_zeros(())
-            if n_g > 1:
-                off_diag = ~torch.eye(n_g, dtype=torch.bool, device=ce.device)
-                loss_gg = ce[:, :n_g][off_diag].mean()
-            else:
-                loss_gg = zero
-            loss_gl = ce[:, n_g:].mean() if n_views > n_g else zero
-            loss = w_gg * loss_gg + w_gl * loss_gl
+            loss, loss_gg, loss_gl = weighted_cross_view_loss(q, log_p, weights)
 
         self.update_center(teacher_out)
         return loss, {"loss_gg": loss_gg.detach(), "loss_gl": loss_gl.detach()}

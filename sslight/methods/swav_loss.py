@@ -15,6 +15,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslight.methods.pair_loss import weighted_cross_view_loss
+
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -105,21 +107,10 @@ class SwAVLoss(nn.Module):
                 f"scores has {scores.shape[0]} rows; expected V·{batch} with V >= {n_g}"
             )
         n_views = scores.shape[0] // batch
-        w_gg, w_gl = weights
         q = self.codes(scores, batch, queue_scores)
 
         with torch.autocast(device_type=scores.device.type, enabled=False):
             log_p = F.log_softmax(scores.float() / self.temperature, dim=-1)
             log_p = log_p.reshape(n_views, batch, -1)
-            # ce[i, v] = mean_b  -Σ_k q[i, b, k] · log p[v, b, k]
-            ce = -torch.einsum("ibk,vbk->iv", q, log_p) / batch
-
-            zero = ce.new_zeros(())
-            if n_g > 1:
-                off_diag = ~torch.eye(n_g, dtype=torch.bool, device=ce.device)
-                loss_gg = ce[:, :n_g][off_diag].mean()
-            else:
-                loss_gg = zero
-            loss_gl = ce[:, n_g:].mean() if n_views > n_g else zero
-            loss = w_gg * loss_gg + w_gl * loss_gl
+            loss, loss_gg, loss_gl = weighted_cross_view_loss(q, log_p, weights)
         return loss, {"loss_gg": loss_gg.detach(), "loss_gl": loss_gl.detach()}
