@@ -28,7 +28,7 @@ data:
 	fi
 
 demo: install data
-	$(VENV)/bin/sslight pretrain experiments/smoke/dino.yaml output_dir=runs/demo/dino_resnet18
+	$(VENV)/bin/orchestrate grid experiments/demo.yaml --executor local
 
 test: install data
 	$(PY) -m pytest -q

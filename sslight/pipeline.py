@@ -116,8 +116,10 @@ def _stage_fn(cfg: Any, name: str) -> StageFn:
     return STAGES.get(name)
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """Run every stage of ``cfg.stages`` not yet done; return the whole result.json."""
+def run(cfg: Any, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every stage of ``cfg.stages`` not yet done; return the whole result.json.
+
+    ``on_stage(name)`` is called as each stage starts (the orchestrator records it)."""
     run_dir = RunDir(cfg.output_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # other ranks join pretraining; rank 0 does the rest
         return pretrain(cfg) if "pretrain" in cfg.stages else {}
@@ -129,6 +131,8 @@ def run(cfg: Any) -> dict[str, Any]:
             continue
         started = time.time()
         log.info("stage %s: starting", name)
+        if on_stage is not None:
+            on_stage(name)
         try:
             device = Runtime.from_config(cfg.train, cfg.backbone).device
             metrics = _stage_fn(cfg, name)(cfg, run_dir.root, device)

@@ -1,0 +1,111 @@
+"""What a submitted job runs: one grid cell through ``sslight.run``, reporting to the registry.
+
+The callable is submitit-checkpointable: on preemption or timeout it records the attempt and asks
+submitit to requeue the same cell, which then resumes from ``checkpoints/last.pt``. A job with
+several tasks trains data-parallel through ``TorchDistributedEnvironment``; only rank 0 writes to
+the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import submitit
+
+log = logging.getLogger(__name__)
+
+ERROR_TAIL_CHARS = 4000
+
+
+def _job_environment() -> submitit.JobEnvironment | None:
+    try:
+        return submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (e.g. called directly)
+        return None
+
+
+def _open_attempt(registry: Any, key: str, job_id: str) -> int | None:
+    """The attempt recorded for this job at submission, if it is still open."""
+    for attempt in reversed(registry.attempts(key)):
+        if attempt.job_id == job_id and attempt.ended_at is None:
+            return attempt.id
+    return None
+
+
+@dataclass
+class CellJob(submitit.helpers.Checkpointable):
+    """Run cell ``key`` (a resolved run config) and keep its registry row up to date."""
+
+    key: str
+    config: dict[str, Any]
+    db_url: str
+    executor: str
+    attempt_id: int | None = None
+    threads: int | None = None
+    _registry: Any = field(default=None, repr=False, compare=False)
+
+    def _open(self) -> Any:
+        from db import open_registry
+
+        if self._registry is None:
+            self._registry = open_registry(self.db_url)
+        return self._registry
+
+    def __call__(self) -> dict[str, Any]:
+        import sslight
+
+        env = _job_environment()
+        rank = env.global_rank if env is not None else 0
+        if env is not None and env.num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        if rank != 0:
+            return sslight.run(sslight.resolve(self.config, source=f"cell {self.key}"))
+
+        registry = self._open()
+        job_id = env.job_id if env is not None else str(os.getpid())
+        if self.attempt_id is None:  # recorded at submission (arrays), else a requeue
+            self.attempt_id = _open_attempt(registry, self.key, job_id) or registry.start_attempt(
+                self.key, self.executor, job_id=job_id
+            )
+        registry.update_attempt(self.attempt_id, state="running", node=socket.gethostname())
+        registry.set_status(self.key, "running")
+        try:
+            cfg = sslight.resolve(self.config, source=f"cell {self.key}")
+            result = sslight.run(cfg, on_stage=lambda stage: registry.set_stage(self.key, stage))
+        except BaseException as err:
+            current = registry.run(self.key)
+            if current is not None and current.status == "cancelled":
+                raise  # `orchestrate cancel` stopped us and has recorded it
+            tail = traceback.format_exc()[-ERROR_TAIL_CHARS:]
+            registry.set_status(self.key, "failed", error=f"{type(err).__name__}: {err}")
+            registry.finish_attempt(self.attempt_id, "failed", error_tail=tail)
+            raise
+        registry.record_result(self.key, result)
+        registry.set_status(self.key, "finished")
+        registry.set_stage(self.key, None)
+        registry.finish_attempt(self.attempt_id, "finished")
+        return result
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Preempted or timed out: close this attempt and requeue; training resumes from last.pt."""
+        env = _job_environment()
+        if (env is None or env.global_rank == 0) and self.attempt_id is not None:
+            registry = self._open()
+            registry.finish_attempt(self.attempt_id, "preempted")
+            registry.set_status(self.key, "submitted")
+        requeued = CellJob(self.key, self.config, self.db_url, self.executor, None, self.threads)
+        return submitit.helpers.DelayedSubmission(requeued)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_registry"] = None  # connections do not travel to the job
+        return state

@@ -1,0 +1,187 @@
+"""``orchestrate`` end to end on the local and debug executors, against a real SQLite registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from db import open_registry, resolve_url
+from orchestrator.cli import main
+
+TINY = {
+    "method": "dino",
+    "backbone": "resnet18",
+    "data": {"dataset": "synthetic", "image_size": 32, "num_workers": 0},
+    "views": {"local_crops": {"number": 2}},
+    "train": {
+        "epochs": 1,
+        "batch_size": 8,
+        "max_steps_per_epoch": 2,
+        "warmup_epochs": 0,
+        "progress": False,
+    },
+    "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    "eval": {"knn": {"monitor": False}},
+    "stages": ["pretrain", "knn"],
+}
+
+
+def _grid(tmp_path: Path, name: str = "tiny", policies=("baseline", "sslight")) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "workdir": str(tmp_path / "runs" / name),
+                "base": TINY,
+                "axes": {"views.policy": list(policies)},
+            }
+        )
+    )
+    return path
+
+
+def _registry(tmp_path: Path):
+    return open_registry(resolve_url(None, str(tmp_path / "runs")))
+
+
+def _status(tmp_path: Path, capsys) -> list[dict]:
+    capsys.readouterr()
+    main(["status", "--root", str(tmp_path / "runs"), "--json"])
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("executor", ["debug", "local"])
+def test_a_grid_runs_every_cell_and_a_second_invocation_submits_nothing(tmp_path, capsys, executor):
+    grid = _grid(tmp_path)
+    root = str(tmp_path / "runs")
+    assert main(["grid", str(grid), "--root", root, "--executor", executor]) == 0
+    out = capsys.readouterr().out
+    assert "submitted 2 of 2 cells" in out
+
+    rows = _status(tmp_path, capsys)
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    assert all(0 <= r["knn_top1"] <= 100 and r["attempts"] == 1 for r in rows)
+    with _registry(tmp_path) as registry:
+        for run in registry.runs():
+            assert (
+                json.loads((Path(run.output_dir) / "result.json").read_text())["knn_top1"]
+                == run.result["knn_top1"]
+            )
+            [attempt] = registry.attempts(run.key)
+            assert (attempt.executor, attempt.state) == (executor, "finished")
+            assert attempt.job_id and attempt.node and attempt.ended_at
+
+    assert main(["grid", str(grid), "--root", root, "--executor", executor]) == 0
+    assert "submitted 0 of 2 cells" in capsys.readouterr().out
+
+
+def test_two_concurrent_invocations_never_submit_a_cell_twice(tmp_path):
+    grid = _grid(tmp_path, policies=("baseline", "sslight"))
+    root = str(tmp_path / "runs")
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "grid",
+        str(grid),
+        "--root",
+        root,
+        "--executor",
+        "local",
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    outs = [first.communicate(timeout=300)[0], second.communicate(timeout=300)[0]]
+    submitted = sum(int(out.split("submitted ")[1].split(" ")[0]) for out in outs)
+    assert submitted == 2
+    with _registry(tmp_path) as registry:
+        assert all(len(registry.attempts(r.key)) == 1 for r in registry.runs())
+        assert {r.status for r in registry.runs()} == {"finished"}
+
+
+def test_a_failing_cell_is_recorded_and_resume_finishes_it(tmp_path, capsys):
+    grid = _grid(tmp_path, policies=("sslight",))
+    root = str(tmp_path / "runs")
+    assert (
+        main(
+            [
+                "grid",
+                str(grid),
+                "--root",
+                root,
+                "--executor",
+                "debug",
+                "data.root=/nonexistent",
+                "data.dataset=image_folder",
+            ]
+        )
+        == 1
+    )
+    [row] = _status(tmp_path, capsys)
+    assert row["status"] == "failed" and "/nonexistent" in row["error"]
+    with _registry(tmp_path) as registry:
+        [attempt] = registry.attempts(row["key"])
+        assert attempt.state == "failed" and "DataRootError" in attempt.error_tail
+
+
+def test_a_job_that_died_without_a_word_is_lost_and_resume_finishes_it(tmp_path, capsys):
+    grid = _grid(tmp_path, policies=("sslight",))
+    root = str(tmp_path / "runs")
+    # Register the cell and fake a submission whose process is already gone.
+    from orchestrator.grid import load_grid
+    from orchestrator.submit import register_grid
+
+    loaded = load_grid(grid)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with _registry(tmp_path) as registry:
+        register_grid(registry, loaded)
+        [key] = registry.claim_for_submission([loaded.cells[0].key])
+        registry.start_attempt(key, "local", job_id=str(dead.pid), state="running")
+        registry.set_status(key, "running", stage="pretrain")
+
+    [row] = _status(tmp_path, capsys)
+    assert row["status"] == "lost" and f"local process {dead.pid} is gone" in row["error"]
+
+    assert main(["resume", "--root", root, "--executor", "debug"]) == 0
+    [row] = _status(tmp_path, capsys)
+    assert row["status"] == "finished" and row["attempts"] == 2
+
+
+def test_cancel_stops_a_running_local_cell(tmp_path, capsys):
+    slow = {**TINY, "train": {**TINY["train"], "epochs": 50, "max_steps_per_epoch": 4}}
+    path = tmp_path / "slow.yaml"
+    path.write_text(
+        yaml.safe_dump({"name": "slow", "workdir": str(tmp_path / "runs" / "slow"), "base": slow})
+    )
+    root = str(tmp_path / "runs")
+    runner = threading.Thread(target=main, args=(["grid", str(path), "--root", root],))
+    runner.start()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rows = _status(tmp_path, capsys) if (tmp_path / "runs" / "registry.db").exists() else []
+        if rows and rows[0]["status"] == "running":
+            break
+        time.sleep(0.5)
+    assert main(["cancel", "--root", root]) == 0
+    runner.join(timeout=120)
+    [row] = _status(tmp_path, capsys)
+    assert row["status"] == "cancelled"
+    with _registry(tmp_path) as registry:
+        assert registry.attempts(row["key"])[-1].state == "cancelled"
+
+
+def test_bad_grid_input_exits_2_with_one_message(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nbase: {method: dino}\naxes: {backbone: [resnet50]}\n")
+    assert main(["grid", str(path), "--root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.yaml" in err[0] and "resnet50" in err[0]
