@@ -729,16 +729,6 @@ def test_cli_dry_run_table(imagenet: str, capsys: pytest.CaptureFixture[str]) ->
     assert lines[-1] == "grid table1: 12 cells in runs/table1"
 
 
-def test_cli_without_dry_run_says_execution_is_not_available(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert cli.main(["grid", str(DEMO)]) == 1
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "not available yet" in captured.err
-    assert "--dry-run" in captured.err
-
-
 @pytest.mark.parametrize(
     ("text", "argv_tail", "fragments"),
     [
