@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test lint format clean
+SLURM_CONF_DEFAULT := /var/tmp/sslight-slurm/etc/slurm.conf
+
+.PHONY: install data slurm demo test lint format clean
 
 install: $(STAMP)
 
@@ -30,7 +32,13 @@ data:
 demo: install data
 	$(VENV)/bin/orchestrate grid experiments/demo.yaml --executor local
 
-test: install data
+# A real single-node SLURM cluster for the integration tests, where we are root with apt.
+slurm:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/slurm-local.sh start >/dev/null; \
+	else echo "slurm: not root with apt-get; SLURM tests will be skipped (they fail under CI=true)"; fi
+
+test: install data slurm
+	@if [ -z "$$SLURM_CONF" ] && [ -f $(SLURM_CONF_DEFAULT) ]; then export SLURM_CONF=$(SLURM_CONF_DEFAULT); fi; \
 	$(PY) -m pytest -q
 
 lint:

@@ -48,6 +48,7 @@ class CellJob(submitit.helpers.Checkpointable):
     attempt_id: int | None = None
     threads: int | None = None
     _registry: Any = field(default=None, repr=False, compare=False)
+    _preempted: bool = field(default=False, repr=False, compare=False)
 
     def _open(self) -> Any:
         from db import open_registry
@@ -59,6 +60,7 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         import sslight
 
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         env = _job_environment()
         rank = env.global_rank if env is not None else 0
         if env is not None and env.num_tasks > 1:
@@ -83,8 +85,8 @@ class CellJob(submitit.helpers.Checkpointable):
             result = sslight.run(cfg, on_stage=lambda stage: registry.set_stage(self.key, stage))
         except BaseException as err:
             current = registry.run(self.key)
-            if current is not None and current.status == "cancelled":
-                raise  # `orchestrate cancel` stopped us and has recorded it
+            if self._preempted or (current is not None and current.status == "cancelled"):
+                raise  # checkpoint() or `orchestrate cancel` has recorded why we stop
             tail = traceback.format_exc()[-ERROR_TAIL_CHARS:]
             registry.set_status(self.key, "failed", error=f"{type(err).__name__}: {err}")
             registry.finish_attempt(self.attempt_id, "failed", error_tail=tail)
@@ -97,6 +99,7 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: close this attempt and requeue; training resumes from last.pt."""
+        self._preempted = True  # submitit exits this process next: not a failure
         env = _job_environment()
         if (env is None or env.global_rank == 0) and self.attempt_id is not None:
             registry = self._open()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -41,3 +44,22 @@ def tiny_run(output_dir: Any, **overrides: Any) -> Any:
 @pytest.fixture
 def make_run() -> Callable[..., Any]:
     return tiny_run
+
+
+def _service_missing(reason: str) -> None:
+    """In CI a missing service is a failure; on a laptop the test is skipped with the reason."""
+    if os.environ.get("CI"):
+        pytest.fail(f"required service missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The SLURM config of a running cluster (`make test` starts scripts/slurm-local.sh)."""
+    conf = os.environ.get("SLURM_CONF", "")
+    if not conf or not shutil.which("sinfo"):
+        _service_missing("no SLURM cluster: run `scripts/slurm-local.sh start` as root")
+    up = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    if up.returncode != 0 or not up.stdout.strip():
+        _service_missing(f"SLURM at {conf} does not answer: {up.stderr.strip()}")
+    return conf

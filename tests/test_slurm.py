@@ -1,0 +1,154 @@
+"""Integration tests against a real SLURM cluster (scripts/slurm-local.sh; `make test` starts it).
+
+Arrays, preemption with requeue, a job killed with scancel found lost and resumed, and a 2-task
+data-parallel job rendezvousing through submitit's TorchDistributedEnvironment.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from db import open_registry, resolve_url
+from orchestrator.cli import main
+from orchestrator.grid import load_grid
+
+TINY = {
+    "method": "dino",
+    "backbone": "resnet18",
+    "data": {"dataset": "synthetic", "image_size": 32, "num_workers": 0},
+    "views": {"local_crops": {"number": 2}},
+    "train": {
+        "epochs": 1,
+        "batch_size": 8,
+        "max_steps_per_epoch": 2,
+        "warmup_epochs": 0,
+        "progress": False,
+    },
+    "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    "eval": {"knn": {"monitor": False}},
+    "stages": ["pretrain", "knn"],
+}
+RESOURCES = {"time_min": 10, "cpus_per_task": 1, "partition": "debug"}
+
+
+def _grid_file(tmp_path: Path, name: str, axes: dict, train: dict | None = None) -> Path:
+    base = {**TINY, "train": {**TINY["train"], **(train or {})}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "workdir": str(tmp_path / "runs" / name),
+                "base": base,
+                "axes": axes,
+                "resources": RESOURCES,
+            }
+        )
+    )
+    return path
+
+
+def _registry(tmp_path: Path):
+    return open_registry(resolve_url(None, str(tmp_path / "runs")))
+
+
+def _wait_for(predicate, timeout: float = 180, every: float = 1.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError("timed out waiting for the cluster")
+
+
+def _run_status(tmp_path: Path, key: str) -> str:
+    with _registry(tmp_path) as registry:
+        return registry.run(key).status
+
+
+def test_a_grid_of_four_cells_runs_as_a_slurm_array(slurm_cluster, tmp_path, capsys):
+    grid = _grid_file(tmp_path, "array", {"views.policy": ["baseline", "sslight"], "seed": [0, 1]})
+    root = str(tmp_path / "runs")
+    assert main(["grid", str(grid), "--root", root, "--executor", "slurm", "--wait"]) == 0
+    assert "submitted 4 of 4 cells (slurm)" in capsys.readouterr().out
+    with _registry(tmp_path) as registry:
+        runs = registry.runs()
+        assert [r.status for r in runs] == ["finished"] * 4
+        job_ids = [registry.attempts(r.key)[-1].job_id for r in runs]
+    array_ids = {job_id.split("_")[0] for job_id in job_ids}
+    assert len(array_ids) == 1 and all("_" in job_id for job_id in job_ids), job_ids
+
+
+def _submit_one(tmp_path: Path, name: str, train: dict):
+    from orchestrator.submit import grid_cells, register_grid, submit
+
+    grid = load_grid(_grid_file(tmp_path, name, {"views.policy": ["sslight"]}, train))
+    with _registry(tmp_path) as registry:
+        register_grid(registry, grid)
+        [submission] = submit(registry, grid_cells(grid), grid.workdir, grid.resources, "slurm")
+    return grid, submission
+
+
+def _checkpointed(grid) -> bool:
+    return (Path(grid.cells[0].output_dir) / "checkpoints" / "last.pt").exists()
+
+
+def test_a_preempted_job_requeues_and_finishes_from_its_checkpoint(slurm_cluster, tmp_path):
+    grid, submission = _submit_one(tmp_path, "preempt", {"epochs": 30, "max_steps_per_epoch": 2})
+    _wait_for(lambda: _checkpointed(grid))
+    submission.job._interrupt()  # SIGTERM + USR2, as the scheduler does before preempting
+    _wait_for(lambda: _run_status(tmp_path, submission.key) == "finished", timeout=300)
+    with _registry(tmp_path) as registry:
+        states = [a.state for a in registry.attempts(submission.key)]
+    assert states[0] == "preempted" and states[-1] == "finished", states
+    log = Path(submission.job.paths.stderr).read_text()
+    assert "resumed from" in log
+
+
+def test_a_cell_killed_with_scancel_is_lost_and_resume_finishes_it(slurm_cluster, tmp_path, capsys):
+    grid, submission = _submit_one(tmp_path, "scancel", {"epochs": 30, "max_steps_per_epoch": 2})
+    _wait_for(lambda: _checkpointed(grid))
+    subprocess.run(["scancel", str(submission.job.job_id)], check=True)
+
+    def lost() -> bool:
+        capsys.readouterr()
+        main(["status", "--root", str(tmp_path / "runs")])
+        return " lost " in capsys.readouterr().out
+
+    _wait_for(lost, timeout=60, every=2)
+    with _registry(tmp_path) as registry:
+        assert "CANCELLED" in registry.run(submission.key).error
+    assert main(["resume", "--root", str(tmp_path / "runs"), "--executor", "slurm"]) == 0
+    _wait_for(lambda: _run_status(tmp_path, submission.key) == "finished", timeout=300)
+
+
+def test_a_two_task_job_trains_data_parallel_with_identical_weights(slurm_cluster, tmp_path):
+    import cloudpickle
+    import ddp_worker  # tests/ is on sys.path under pytest
+    import submitit
+
+    cloudpickle.register_pickle_by_value(ddp_worker)  # the job cannot import tests/
+    from sslight.config.load import config_to_dict, resolve
+
+    cfg = resolve(
+        {**TINY, "train": {**TINY["train"], "epochs": 2}, "output_dir": str(tmp_path / "ddp")}
+    )
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="slurm")
+    executor.update_parameters(
+        tasks_per_node=2, cpus_per_task=1, timeout_min=10, slurm_partition="debug"
+    )
+    job = executor.submit(ddp_worker.train_rank, config_to_dict(cfg), str(tmp_path))
+    job.results()  # one per task; raises if a task failed
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    shared = [
+        k for k in rank0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
+    assert all(torch.equal(rank0[k], rank1[k]) for k in shared)
+    state = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["world_size"] == 2
