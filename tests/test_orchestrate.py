@@ -11,26 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import TINY_RUN
 
 from db import open_registry, resolve_url
 from orchestrator.cli import main
 
-TINY = {
-    "method": "dino",
-    "backbone": "resnet18",
-    "data": {"dataset": "synthetic", "image_size": 32, "num_workers": 0},
-    "views": {"local_crops": {"number": 2}},
-    "train": {
-        "epochs": 1,
-        "batch_size": 8,
-        "max_steps_per_epoch": 2,
-        "warmup_epochs": 0,
-        "progress": False,
-    },
-    "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
-    "eval": {"knn": {"monitor": False}},
-    "stages": ["pretrain", "knn"],
-}
+TINY = TINY_RUN
 
 
 def _grid(tmp_path: Path, name: str = "tiny", policies=("baseline", "sslight")) -> Path:

@@ -13,6 +13,15 @@ from typing import Any
 
 REFERENCE_SIZE = 224
 
+# The seed repo's CNN baseline crops at 224 px, the same for DINO, SwAV and MoCo: globals at
+# (0.14, 1), six 96 px locals at (0.05, 0.14). Each method adds its loss weights.
+CNN_BASELINE_CROPS: dict[str, Any] = {
+    "global_scale": (0.14, 1.0),
+    "local_number": 6,
+    "local_size": 96,
+    "local_scale": (0.05, 0.14),
+}
+
 SSLIGHT_CHANGES: dict[str, Any] = {
     "global_scale": (0.3, 1.0),
     "local_size": 128,

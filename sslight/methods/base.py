@@ -21,6 +21,18 @@ if TYPE_CHECKING:
     from sslight.config.schema import RunConfigBase
 
 
+def seed_lars(base_lr: float, **extra: Any) -> dict[str, Any]:
+    """The seed repo's LARS recipe for CNNs (min lr 0.0048, weight decay 1e-6 throughout)."""
+    return {
+        "optimizer": "lars",
+        "base_lr": base_lr,
+        "min_lr": 0.0048,
+        "weight_decay": 1e-6,
+        "weight_decay_end": 1e-6,
+        **extra,
+    }
+
+
 @dataclass(frozen=True)
 class StepContext:
     """Where the loop is: everything a method's schedules are indexed by."""

@@ -13,8 +13,9 @@ import torch
 from pydantic import Field
 
 from sslight.config.base import StrictModel
+from sslight.config.views import CNN_BASELINE_CROPS
 from sslight.engine.schedules import cosine_schedule, epoch_warmup_schedule
-from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput
+from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput, seed_lars
 from sslight.methods.dino_loss import DINOLoss
 from sslight.models import DINOHead, build_backbone, forward_multicrop
 
@@ -124,13 +125,7 @@ class DINO(SSLMethod):
 
 # Seed repo baselines at 224 px; the 'sslight' policy is derived in sslight/config/views.py.
 BASELINE_VIEWS = {
-    "cnn": {
-        "global_scale": (0.14, 1.0),
-        "local_number": 6,
-        "local_size": 96,
-        "local_scale": (0.05, 0.14),
-        "loss_weights": (2 / 14, 12 / 14),
-    },
+    "cnn": {**CNN_BASELINE_CROPS, "loss_weights": (2 / 14, 12 / 14)},
     "vit": {
         "global_scale": (0.25, 1.0),
         "local_number": 10,
@@ -141,15 +136,7 @@ BASELINE_VIEWS = {
 }
 
 DEFAULTS = {
-    "cnn": {
-        "train": {
-            "optimizer": "lars",
-            "base_lr": 0.48,
-            "min_lr": 0.0048,
-            "weight_decay": 1e-6,
-            "weight_decay_end": 1e-6,
-        }
-    },
+    "cnn": {"train": seed_lars(0.48)},
     "vit": {
         "train": {
             "optimizer": "adamw",

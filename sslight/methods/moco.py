@@ -33,8 +33,9 @@ from pydantic import Field
 from torch import nn
 
 from sslight.config.base import StrictModel
+from sslight.config.views import CNN_BASELINE_CROPS
 from sslight.engine.schedules import cosine_schedule
-from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput
+from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput, seed_lars
 from sslight.methods.moco_loss import MoCoLoss
 from sslight.models import ProjectionHead, build_backbone, forward_multicrop
 
@@ -151,27 +152,13 @@ class MoCo(SSLMethod):
 # Seed repo baselines at 224 px (moco_cnn_baseline.yaml; LAMBDAS 1/7, 6/7: the plain mean over the
 # 7 queries); the 'sslight' policy is derived in sslight/config/views.py. No ViT preset.
 BASELINE_VIEWS = {
-    "cnn": {
-        "global_scale": (0.14, 1.0),
-        "local_number": 6,
-        "local_size": 96,
-        "local_scale": (0.05, 0.14),
-        "loss_weights": (1 / 7, 6 / 7),
-    },
+    "cnn": {**CNN_BASELINE_CROPS, "loss_weights": (1 / 7, 6 / 7)},
 }
 
 # The seed's moco_cnn_*.yaml SOLVER section. DESIGN.md lists only the lr (and the temperature);
 # min_lr and the weight decay (1e-6 → 1e-6) are the seed configs' values too.
 DEFAULTS = {
-    "cnn": {
-        "train": {
-            "optimizer": "lars",
-            "base_lr": 0.48,
-            "min_lr": 0.0048,
-            "weight_decay": 1e-6,
-            "weight_decay_end": 1e-6,
-        }
-    },
+    "cnn": {"train": seed_lars(0.48)},
 }
 
 SPEC = MethodSpec(

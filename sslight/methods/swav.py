@@ -19,7 +19,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sslight.config.base import StrictModel
-from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput
+from sslight.config.views import CNN_BASELINE_CROPS
+from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput, seed_lars
 from sslight.methods.swav_loss import SwAVLoss
 from sslight.models import ProjectionHead, build_backbone, forward_multicrop
 
@@ -187,26 +188,11 @@ class SwAV(SSLMethod):
 # uniform mean over 2 × 7 pairs); the 'sslight' policy is derived in sslight/config/views.py.
 # No ViT preset: the seed repo has no SwAV ViT config (use views.policy: custom).
 BASELINE_VIEWS = {
-    "cnn": {
-        "global_scale": (0.14, 1.0),
-        "local_number": 6,
-        "local_size": 96,
-        "local_scale": (0.05, 0.14),
-        "loss_weights": (1 / 7, 6 / 7),
-    },
+    "cnn": {**CNN_BASELINE_CROPS, "loss_weights": (1 / 7, 6 / 7)},
 }
 
 DEFAULTS = {
-    "cnn": {
-        "train": {
-            "optimizer": "lars",
-            "base_lr": 0.3,
-            "warmup_start_lr": 0.075,
-            "min_lr": 0.0048,
-            "weight_decay": 1e-6,
-            "weight_decay_end": 1e-6,
-        }
-    },
+    "cnn": {"train": seed_lars(0.3, warmup_start_lr=0.075)},
 }
 
 SPEC = MethodSpec(
