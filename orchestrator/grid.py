@@ -54,10 +54,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-import math
-import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -66,18 +62,25 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sslight.config import ConfigError, apply_overrides, config_key, config_to_dict, load_yaml
+from orchestrator import grid_names, grid_parse
+from orchestrator.grid_env import expand_env
+from orchestrator.grid_names import MAX_NAME_LENGTH, same
+from orchestrator.grid_parse import MAX_CELLS
+from sslight.config import ConfigError, config_key, config_to_dict, load_yaml
 from sslight.config import resolve as resolve_config
 
-TOP_LEVEL_KEYS = ("name", "workdir", "base", "axes", "exclude", "include", "resources")
-MAX_CELLS = 10_000
-MAX_NAME_LENGTH = 96
+__all__ = [
+    "MAX_CELLS",
+    "MAX_NAME_LENGTH",
+    "TOP_LEVEL_KEYS",
+    "Cell",
+    "Grid",
+    "Resources",
+    "expand_env",
+    "load_grid",
+]
 
-_GRID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ENV_TOKEN = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_MISSING = object()
+TOP_LEVEL_KEYS = ("name", "workdir", "base", "axes", "exclude", "include", "resources")
 
 
 class Resources(BaseModel):
@@ -147,183 +150,23 @@ def load_grid(
         raise ConfigError(
             source, str(unknown[0]), f"unknown key; allowed keys: {', '.join(TOP_LEVEL_KEYS)}"
         )
-    name = _grid_name(doc, path, source)
+    name = grid_parse.grid_name(doc, path, source)
     if workdir is None:
-        workdir = _string(doc.get("workdir", f"runs/{name}"), source, "workdir")
+        workdir = grid_parse.string(doc.get("workdir", f"runs/{name}"), source, "workdir")
     elif not str(workdir):
         raise ConfigError("command line", "--workdir", "must not be empty")
-    axes = _axes(doc.get("axes"), source)
-    excludes = _rules(doc.get("exclude"), "exclude", source)
-    includes = _rules(doc.get("include"), "include", source)
-    _check_excludes(excludes, axes, source)
+    axes = grid_parse.axes(doc.get("axes"), source)
+    excludes = grid_parse.rules(doc.get("exclude"), "exclude", source)
+    includes = grid_parse.rules(doc.get("include"), "include", source)
+    grid_parse.check_excludes(excludes, axes, source)
     resources = _resources(doc.get("resources"), source)
-    base = _base(doc.get("base"), path, source)
-    base = _apply_command_line(base, overrides, [*axes, *(k for rule in includes for k in rule)])
+    base = grid_parse.base(doc.get("base"), path, source)
+    base = grid_parse.apply_command_line(
+        base, overrides, [*axes, *(k for rule in includes for k in rule)]
+    )
     specs = _cell_values(axes, excludes, includes, source)
     cells, duplicates = _expand(specs, base, axes, name, str(workdir), source)
     return Grid(name, path, str(workdir), resources, tuple(cells), tuple(duplicates))
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment variables
-# ---------------------------------------------------------------------------------------------
-
-
-def expand_env(data: Any, source: str, where: str = "") -> Any:
-    """``data`` with ``${VAR}`` / ``${VAR:-default}`` replaced in every string value."""
-    if isinstance(data, str):
-        return _expand_string(data, source, where)
-    if isinstance(data, list):
-        return [expand_env(item, source, f"{where}[{i}]") for i, item in enumerate(data)]
-    if isinstance(data, dict):
-        return {
-            key: expand_env(value, source, f"{where}.{key}" if where else str(key))
-            for key, value in data.items()
-        }
-    return data
-
-
-def _expand_string(text: str, source: str, where: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "$$":
-            return "$"
-        body = match.group(1)
-        if body is None:
-            raise ConfigError(source, where, f"unclosed '${{' in {text!r}")
-        var, sep, default = body.partition(":-")
-        if not _ENV_NAME.fullmatch(var) or "${" in default:
-            raise ConfigError(
-                source, where, f"malformed {token!r}; write ${{NAME}} or ${{NAME:-default}}"
-            )
-        value = os.environ.get(var)
-        if value:
-            return value
-        if sep:
-            return default
-        if value is None:
-            raise ConfigError(
-                source,
-                where,
-                f"environment variable {var} is not set (set it, or write ${{{var}:-default}})",
-            )
-        return value
-
-    return _ENV_TOKEN.sub(replace, text)
-
-
-# ---------------------------------------------------------------------------------------------
-# Top-level sections
-# ---------------------------------------------------------------------------------------------
-
-
-def _string(value: Any, source: str, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(source, key, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _grid_name(doc: Mapping[str, Any], path: Path, source: str) -> str:
-    if "name" in doc:
-        name = doc["name"]
-        if not isinstance(name, str) or not _GRID_NAME.fullmatch(name):
-            raise ConfigError(
-                source, "name", f"{name!r} is not a grid name (letters, digits, '_', '.', '-')"
-            )
-        return name
-    if not _GRID_NAME.fullmatch(path.stem):
-        raise ConfigError(
-            source, "name", f"the file name {path.stem!r} is not a grid name; set name: explicitly"
-        )
-    return path.stem
-
-
-def _dotted(key: Any, source: str, where: str) -> str:
-    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
-        raise ConfigError(source, where, f"{key!r} is not a dotted config key like train.epochs")
-    if key == "output_dir" or key.startswith("output_dir."):
-        raise ConfigError(
-            source, where, "output_dir is set per cell to <workdir>/cells/<name>; set workdir"
-        )
-    return key
-
-
-def _check_nesting(keys: list[str], source: str, where: str) -> None:
-    """Reject ``views`` next to ``views.policy``: which one wins would depend on order."""
-    for a, b in itertools.permutations(keys, 2):
-        if b.startswith(a + "."):
-            raise ConfigError(source, f"{where}.{b}" if where else b, f"is inside {a}, also set")
-
-
-def _axes(raw: Any, source: str) -> dict[str, list[Any]]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            source, "axes", f"must be a mapping of dotted key -> list, got {type(raw).__name__}"
-        )
-    axes: dict[str, list[Any]] = {}
-    for key, values in raw.items():
-        where = f"axes.{key}"
-        key = _dotted(key, source, where)
-        if not isinstance(values, list):
-            raise ConfigError(
-                source, where, f"must be a list of values, got {type(values).__name__} {values!r}"
-            )
-        if not values:
-            raise ConfigError(source, where, "is empty; give at least one value")
-        seen: set[str] = set()
-        for value in values:
-            canonical = _canonical(_normal(value))
-            if canonical in seen:
-                raise ConfigError(source, where, f"lists {value!r} twice")
-            seen.add(canonical)
-        axes[key] = values
-    _check_nesting(list(axes), source, "axes")
-    size = math.prod(len(values) for values in axes.values())
-    if size > MAX_CELLS:
-        raise ConfigError(source, "axes", f"expand to {size} cells; at most {MAX_CELLS}")
-    return axes
-
-
-def _rules(raw: Any, section: str, source: str) -> list[dict[str, Any]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(source, section, f"must be a list of mappings, got {type(raw).__name__}")
-    rules = []
-    for i, rule in enumerate(raw):
-        where = f"{section}[{i}]"
-        if not isinstance(rule, dict) or not rule:
-            raise ConfigError(
-                source, where, f"must be a non-empty mapping of dotted keys, got {rule!r}"
-            )
-        rules.append({_dotted(key, source, f"{where}.{key}"): value for key, value in rule.items()})
-        _check_nesting(list(rules[-1]), source, where)
-    return rules
-
-
-def _check_excludes(
-    excludes: list[dict[str, Any]], axes: dict[str, list[Any]], source: str
-) -> None:
-    for i, rule in enumerate(excludes):
-        for key, value in rule.items():
-            where = f"exclude[{i}].{key}"
-            if key not in axes:
-                known = ", ".join(axes) or "none"
-                raise ConfigError(
-                    source,
-                    where,
-                    f"is not an axis (axes: {known}); exclude rules match axis values, "
-                    "include cells are never excluded",
-                )
-            if not any(_same(value, v) for v in axes[key]):
-                raise ConfigError(
-                    source,
-                    where,
-                    f"{value!r} is not a value of the axis; values: "
-                    + ", ".join(repr(v) for v in axes[key]),
-                )
 
 
 def _resources(raw: Any, source: str) -> Resources:
@@ -341,36 +184,6 @@ def _resources(raw: Any, source: str) -> Resources:
         else:
             problem = f"{first['msg']} (got {first.get('input')!r})"
         raise ConfigError(source, key, problem) from None
-
-
-def _base(raw: Any, path: Path, source: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, str) and raw:
-        target = Path(raw).expanduser()
-        return load_yaml(target if target.is_absolute() else path.parent / target)
-    raise ConfigError(source, "base", f"must be a run config mapping or a path to one, got {raw!r}")
-
-
-def _apply_command_line(
-    base: dict[str, Any], overrides: Iterable[str], cell_keys: list[str]
-) -> dict[str, Any]:
-    overrides = list(overrides)
-    out = apply_overrides(base, overrides)  # reports malformed items
-    for item in overrides:
-        key = item.partition("=")[0]
-        if key == "output_dir" or key.startswith("output_dir."):
-            raise ConfigError("command line", key, "is set per cell; use --workdir DIR")
-        for cell_key in cell_keys:
-            if key == cell_key or key.startswith(cell_key + "."):
-                raise ConfigError(
-                    "command line",
-                    key,
-                    f"is set per cell by the grid ({cell_key}); edit the grid file to change it",
-                )
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +207,7 @@ def _cell_values(
     kept = [
         cell
         for cell in product
-        if not any(all(_same(cell[k], v) for k, v in rule.items()) for rule in excludes)
+        if not any(all(same(cell[k], v) for k, v in rule.items()) for rule in excludes)
     ]
     if not kept and not includes:
         raise ConfigError(source, "exclude", "excludes every cell and include adds none")
@@ -409,7 +222,7 @@ def _expand(
     workdir: str,
     source: str,
 ) -> tuple[list[Cell], list[str]]:
-    names = _names(specs, base, axes, grid_name)
+    names = grid_names.names(specs, base, axes, grid_name)
     seen: set[str] = set()
     kept: list[tuple[str, dict[str, Any], dict[str, Any], str]] = []
     duplicates: list[str] = []
@@ -453,70 +266,3 @@ def _assign(base: dict[str, Any], values: Mapping[str, Any], source: str) -> dic
             node = child
         node[parts[-1]] = copy.deepcopy(value)
     return out
-
-
-def _lookup(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return _MISSING
-        data = data[part]
-    return data
-
-
-def _names(
-    specs: list[dict[str, Any]], base: dict[str, Any], axes: dict[str, list[Any]], grid_name: str
-) -> list[str]:
-    keys = list(axes)
-    for values in specs:
-        keys.extend(key for key in values if key not in keys)
-    table = [
-        {key: values[key] if key in values else _lookup(base, key) for key in keys}
-        for values in specs
-    ]
-    varying = [
-        key
-        for key in keys
-        if len(axes.get(key, ())) > 1 or len({_canonical(row[key]) for row in table}) > 1
-    ] or keys
-    names = []
-    for row in table:
-        parts = [_part(key, row[key]) for key in varying if row[key] is not _MISSING]
-        name = "-".join(part for part in parts if part)[:MAX_NAME_LENGTH].strip("-")
-        names.append(name or grid_name)
-    return names
-
-
-def _part(key: str, value: Any) -> str:
-    label = "s" if key == "seed" else key.rsplit(".", 1)[-1]
-    if isinstance(value, str):
-        text = value
-    elif value is None or value is False:
-        text = f"no_{label}"
-    elif value is True:
-        text = label
-    elif isinstance(value, int | float):
-        text = f"{label}{value}"
-    else:
-        text = f"{label}_{json.dumps(value, separators=(',', ':'), sort_keys=True)}"
-    return _UNSAFE.sub("_", text).strip("_.-")
-
-
-def _canonical(value: Any) -> str:
-    if value is _MISSING:
-        return "\0missing"
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """YAML values equal in kind and value (``1`` is not ``true``, ``1`` is ``1.0``)."""
-    return _canonical(_normal(a)) == _canonical(_normal(b))
-
-
-def _normal(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_normal(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _normal(v) for k, v in value.items()}
-    return value
