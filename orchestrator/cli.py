@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter on every open
     from db import RegistryError
 
     try:
@@ -89,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 def _registry(args: argparse.Namespace):
     from db import open_registry, resolve_url
 
-    return open_registry(resolve_url(args.db, args.root))
+    registry = open_registry(resolve_url(args.db, args.root))
+    if registry.migrated:
+        logging.getLogger(__name__).info("registry %s: schema migrated to head", registry)
+    return registry
 
 
 def _grid(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ class CellJob(submitit.helpers.Checkpointable):
         import sslight
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         env = _job_environment()
         rank = env.global_rank if env is not None else 0
         if env is not None and env.num_tasks > 1:
