@@ -68,6 +68,7 @@ from orchestrator.grid_names import MAX_NAME_LENGTH, same
 from orchestrator.grid_parse import MAX_CELLS
 from sslight.config import ConfigError, config_key, config_to_dict, load_yaml
 from sslight.config import resolve as resolve_config
+from sslight.config.load import set_dotted
 
 __all__ = [
     "MAX_CELLS",
@@ -253,16 +254,5 @@ def _expand(
 def _assign(base: dict[str, Any], values: Mapping[str, Any], source: str) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for dotted, value in values.items():
-        node = out
-        parts = dotted.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(
-                    source, dotted, f"{'.'.join(parts[: depth + 1])} is not a section"
-                )
-            node = child
-        node[parts[-1]] = copy.deepcopy(value)
+        set_dotted(out, dotted, copy.deepcopy(value), source)
     return out

@@ -21,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from seed_table import SEED_VIEWS
 
 from sslight import cli
 from sslight.config import (
@@ -41,21 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------
 # The seed repo's numbers (DESIGN.md). One entry per (method, backbone family) a method presets.
-# A method registered later must add its rows here: the preset tests fail until it does.
+# A method registered later must add its rows (views in tests/seed_table.py): the preset tests
+# fail until it does.
 # ---------------------------------------------------------------------------------------------
-
-# (global scale, local number, local size, local scale, (w_gg, w_gl)) at 224 px.
-SEED_VIEWS: dict[tuple[str, str, str], tuple[Any, ...]] = {
-    ("dino", "cnn", "baseline"): ((0.14, 1.0), 6, 96, (0.05, 0.14), (2 / 14, 12 / 14)),
-    ("dino", "cnn", "sslight"): ((0.3, 1.0), 6, 128, (0.05, 0.3), (0.4, 0.6)),
-    ("dino", "vit", "baseline"): ((0.25, 1.0), 10, 96, (0.05, 0.25), (2 / 22, 20 / 22)),
-    ("dino", "vit", "sslight"): ((0.3, 1.0), 10, 128, (0.05, 0.3), (0.4, 0.6)),
-    # Uniform over the 7 terms per global (1 global + 6 locals) = 1/7, 6/7.
-    ("swav", "cnn", "baseline"): ((0.14, 1.0), 6, 96, (0.05, 0.14), (1 / 7, 6 / 7)),
-    ("swav", "cnn", "sslight"): ((0.3, 1.0), 6, 128, (0.05, 0.3), (0.4, 0.6)),
-    ("moco", "cnn", "baseline"): ((0.14, 1.0), 6, 96, (0.05, 0.14), (1 / 7, 6 / 7)),
-    ("moco", "cnn", "sslight"): ((0.3, 1.0), 6, 128, (0.05, 0.3), (0.4, 0.6)),
-}
 
 # Shared by every seed config: 200 epochs, 1024 batch, 10 warmup epochs, no clipping.
 SEED_COMMON = {

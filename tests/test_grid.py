@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from seed_table import SEED_VIEWS
 
 from orchestrator import cli
 from orchestrator.grid import MAX_CELLS, Grid, Resources, expand_env, load_grid
@@ -26,18 +27,6 @@ TABLE1 = REPO / "experiments" / "table1.yaml"
 TABLE2 = REPO / "experiments" / "table2.yaml"
 DEMO = REPO / "experiments" / "demo.yaml"
 IMAGENET = "/data/imagenet"
-
-# DESIGN.md, "What the seed repo does": (global scale, locals, local size, local scale, (gg, gl)).
-SEED_VIEWS: dict[tuple[str, str, str], tuple[Any, ...]] = {
-    ("dino", "cnn", "baseline"): ((0.14, 1.0), 6, 96, (0.05, 0.14), (2 / 14, 12 / 14)),
-    ("dino", "cnn", "sslight"): ((0.3, 1.0), 6, 128, (0.05, 0.3), (0.4, 0.6)),
-    ("dino", "vit", "baseline"): ((0.25, 1.0), 10, 96, (0.05, 0.25), (2 / 22, 20 / 22)),
-    ("dino", "vit", "sslight"): ((0.3, 1.0), 10, 128, (0.05, 0.3), (0.4, 0.6)),
-    ("swav", "cnn", "baseline"): ((0.14, 1.0), 6, 96, (0.05, 0.14), (1 / 7, 6 / 7)),
-    ("swav", "cnn", "sslight"): ((0.3, 1.0), 6, 128, (0.05, 0.3), (0.4, 0.6)),
-    ("moco", "cnn", "baseline"): ((0.14, 1.0), 6, 96, (0.05, 0.14), (1 / 7, 6 / 7)),
-    ("moco", "cnn", "sslight"): ((0.3, 1.0), 6, 128, (0.05, 0.3), (0.4, 0.6)),
-}
 
 # DESIGN.md: the recipe of each (method, family), as resolved config values.
 SEED_RECIPES: dict[tuple[str, str], dict[str, Any]] = {

@@ -61,18 +61,22 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
-        node = out
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                dotted = ".".join(parts[: depth + 1])
-                raise ConfigError("command line", key, f"{dotted} is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_dotted(out, key, value, "command line")
     return out
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    """Set ``a.b.c`` in nested ``data`` in place, creating missing sections."""
+    node = data
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(source, dotted, f"{'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
