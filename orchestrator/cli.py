@@ -14,6 +14,7 @@ the file, key and problem), 1 failure.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -23,6 +24,10 @@ from orchestrator.grid import Grid, load_grid
 from sslight.config import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+# Commands living in their own modules: each has ``add_command(commands, common)``, which adds
+# its subparser and sets ``handler`` (a function of the parsed args returning the exit code).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cancel = commands.add_parser("cancel", parents=[common], help="stop a grid's active jobs")
     cancel.add_argument("--grid", help="only this grid")
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_command(commands, common)
     return parser
 
 
@@ -78,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     from db import RegistryError
 
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except (ConfigError, RegistryError) as err:
         print(f"orchestrate: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -27,6 +27,7 @@ from sslight.registry import Registry
 log = logging.getLogger(__name__)
 
 StageFn = Callable[[Any, Path, torch.device], dict[str, Any]]
+EpochHook = Callable[[dict[str, Any]], None]
 STAGES: Registry[StageFn] = Registry("stage")
 
 
@@ -57,8 +58,10 @@ def load_eval_backbone(cfg: Any, run_dir: Path, device: torch.device) -> nn.Modu
 
 
 @STAGES.register("pretrain")
-def _pretrain(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
-    return pretrain(cfg)
+def _pretrain(
+    cfg: Any, run_dir: Path, device: torch.device, on_epoch: EpochHook | None = None
+) -> dict[str, Any]:
+    return pretrain(cfg, on_epoch=on_epoch)
 
 
 @STAGES.register("knn")
@@ -116,13 +119,18 @@ def _stage_fn(cfg: Any, name: str) -> StageFn:
     return STAGES.get(name)
 
 
-def run(cfg: Any, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    cfg: Any,
+    on_stage: Callable[[str], None] | None = None,
+    on_epoch: EpochHook | None = None,
+) -> dict[str, Any]:
     """Run every stage of ``cfg.stages`` not yet done; return the whole result.json.
 
-    ``on_stage(name)`` is called as each stage starts (the orchestrator records it)."""
+    ``on_stage(name)`` is called as each stage starts (the orchestrator records it);
+    ``on_epoch(summary)`` after each pretraining epoch (see ``engine.trainer.pretrain``)."""
     run_dir = RunDir(cfg.output_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # other ranks join pretraining; rank 0 does the rest
-        return pretrain(cfg) if "pretrain" in cfg.stages else {}
+        return pretrain(cfg, on_epoch=on_epoch) if "pretrain" in cfg.stages else {}
     run_dir.create()
     for name in cfg.stages:
         done = run_dir.read_result().get("stages", {}).get(name, {})
@@ -135,7 +143,8 @@ def run(cfg: Any, on_stage: Callable[[str], None] | None = None) -> dict[str, An
             on_stage(name)
         try:
             device = Runtime.from_config(cfg.train, cfg.backbone).device
-            metrics = _stage_fn(cfg, name)(cfg, run_dir.root, device)
+            hooks = {"on_epoch": on_epoch} if name == "pretrain" and on_epoch else {}
+            metrics = _stage_fn(cfg, name)(cfg, run_dir.root, device, **hooks)
         except Exception as err:
             message = f"{type(err).__name__}: {err}"
             run_dir.update_result(

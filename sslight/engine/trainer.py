@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,14 +39,20 @@ class NonFiniteLossError(RuntimeError):
     """Training diverged; stopping beats silently training on NaNs."""
 
 
-def pretrain(cfg: BaseModel) -> dict[str, Any]:
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+def pretrain(cfg: BaseModel, on_epoch: EpochHook | None = None) -> dict[str, Any]:
     """Pretrain ``cfg`` in ``cfg.output_dir``, resuming from its last checkpoint if there is one.
 
     Runs data-parallel when the environment describes a process group (torchrun, submitit).
+    ``on_epoch(summary)`` is called on rank 0 after each epoch's summary (the ``metrics.jsonl``
+    line, k-NN monitor included) is written and checkpointed; an exception it raises ends
+    training there (an Optuna pruner does this), leaving a resumable checkpoint behind.
     """
     env = init_distributed(wants_cuda(cfg.train))
     try:
-        return _pretrain(cfg, env)
+        return _pretrain(cfg, env, on_epoch)
     finally:
         shutdown(env)
 
@@ -64,7 +71,7 @@ def _build_method(cfg: Any, data: PretrainData, rt: Runtime, env: DistEnv) -> SS
     return method
 
 
-def _pretrain(cfg: Any, env: DistEnv) -> dict[str, Any]:
+def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict[str, Any]:
     run, train = RunDir(cfg.output_dir), cfg.train
     if env.is_main:
         run.create()
@@ -231,6 +238,8 @@ def _pretrain(cfg: Any, env: DistEnv) -> dict[str, Any]:
                 summary.get("knn_top1", "-"),
             )
         checkpoint(epoch + 1, 0)
+        if on_epoch is not None and env.is_main:
+            on_epoch(summary)
 
     result = {
         "pretrain_epochs": train.epochs,
