@@ -5,6 +5,7 @@
     orchestrate status [--grid NAME] [--json]
     orchestrate resume [--grid NAME] [--failed] [--executor ...]
     orchestrate cancel [--grid NAME]
+    orchestrate report [--grid NAME] [--out DIR]
 
 The registry is ``<root>/registry.db`` (``--root``, default ``runs``), or ``--db URL`` /
 ``$SSLIGHT_DB_URL`` for any SQLAlchemy URL. Exit codes: 0 success, 2 bad input (one message naming
@@ -27,7 +28,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
 # Commands living in their own modules: each has ``add_command(commands, common)``, which adds
 # its subparser and sets ``handler`` (a function of the parsed args returning the exit code).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "orchestrator.cmd_report",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

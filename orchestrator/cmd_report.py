@@ -1,0 +1,67 @@
+"""``orchestrate report [--grid NAME] [--out DIR]``: the paper's tables and plots of grids.
+
+Prints the Markdown tables and writes ``report.md``, ``report.html`` (self-contained) and PNGs to
+``--out`` (default ``<grid workdir>/report`` for one grid, ``<root>/report`` for all).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sslight.config import ConfigError
+
+EXIT_OK = 0
+
+
+def add_command(commands, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "report", parents=[common], help="the paper's tables and plots from the registry"
+    )
+    parser.add_argument("--grid", help="only this grid (default: every grid, one section each)")
+    parser.add_argument(
+        "--out", help="output folder (default: <grid workdir>/report or <root>/report)"
+    )
+    parser.set_defaults(handler=report)
+
+
+def report(args: argparse.Namespace) -> int:
+    from dashboards.report import write_report
+    from db import mask_url
+    from orchestrator.cli import _registry
+    from orchestrator.reconcile import reconcile
+
+    with _registry(args) as registry:
+        grids = registry.grids()
+        if not grids:
+            raise ConfigError(
+                "command line",
+                "",
+                f"no grids in the registry {mask_url(registry.url)}; run `orchestrate grid FILE` "
+                "first, or point --root/--db at the registry that has them",
+            )
+        if args.grid is not None:
+            known = [g.name for g in grids]
+            grids = [g for g in grids if g.name == args.grid]
+            if not grids:
+                raise ConfigError(
+                    "command line",
+                    "--grid",
+                    f"no grid named {args.grid!r}; known grids: {', '.join(known)}",
+                )
+        reconcile(registry, args.grid)  # runs whose jobs died show as lost, not running
+        if args.out:
+            out = Path(args.out)
+        elif len(grids) == 1 and args.grid is not None:
+            out = Path(grids[0].workdir) / "report"
+        else:
+            out = Path(args.root) / "report"
+        written = write_report(registry, grids, out)
+    print(written.markdown)
+    print(f"report: {written.markdown_path} and {written.html_path}")
+    print(f"plots: {len(written.images)} in {out}", end="")
+    if written.cell_images:
+        print(f"; training curves of {len(written.cell_images)} cells in <output_dir>/report/")
+    else:
+        print()
+    return EXIT_OK
