@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sslight.engine.checkpoint import load_checkpoint
+from sslight.engine.monitors import RunCollapsed
 from sslight.engine.rundir import RunDir
 from sslight.engine.runtime import Runtime
 from sslight.engine.trainer import pretrain
@@ -66,11 +67,23 @@ def _pretrain(
 
 @STAGES.register("knn")
 def _knn(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    from sslight.evaluation.floors import evaluation_floors
+
+    result = _knn_metrics(load_eval_backbone(cfg, run_dir, device), cfg, device)
+    if cfg.eval.floors:
+        settings = cfg.eval.knn.model_dump(include={"k", "temperature"})
+        floors = evaluation_floors(
+            cfg, "knn", settings, lambda backbone: _knn_metrics(backbone, cfg, device)["knn_top1"]
+        )
+        result.update(floors)
+    return result
+
+
+def _knn_metrics(backbone: nn.Module, cfg: Any, device: torch.device) -> dict[str, float]:
     from sslight.data import build_eval_loader, build_source, stratified_subset
     from sslight.engine.knn import extract_features, knn_accuracy
 
     data, knn = cfg.data, cfg.eval.knn
-    backbone = load_eval_backbone(cfg, run_dir, device)
     splits = []
     for split, subset in (("train", data.train_subset), ("val", data.val_subset)):
         source = build_source(
@@ -87,9 +100,17 @@ def _knn(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
 
 @STAGES.register("linear")
 def _linear(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    from sslight.evaluation.floors import evaluation_floors, linear_floor_top1
     from sslight.evaluation.linear import linear_eval
 
-    return linear_eval(load_eval_backbone(cfg, run_dir, device), cfg, run_dir, device)
+    result = linear_eval(load_eval_backbone(cfg, run_dir, device), cfg, run_dir, device)
+    if cfg.eval.floors:
+        settings = cfg.eval.linear.model_dump()
+        floors = evaluation_floors(
+            cfg, "linear", settings, lambda backbone: linear_floor_top1(backbone, cfg, device)
+        )
+        result.update(floors)
+    return result
 
 
 def semi_stage(fraction: float, epochs: int) -> StageFn:
@@ -146,7 +167,8 @@ def run(
             hooks = {"on_epoch": on_epoch} if name == "pretrain" and on_epoch else {}
             metrics = _stage_fn(cfg, name)(cfg, run_dir.root, device, **hooks)
         except Exception as err:
-            message = f"{type(err).__name__}: {err}"
+            collapsed = isinstance(err, RunCollapsed)  # message starts "collapsed:"
+            message = str(err) if collapsed else f"{type(err).__name__}: {err}"
             run_dir.update_result(
                 {
                     "error": {

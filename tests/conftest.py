@@ -20,6 +20,12 @@ def _two_threads() -> None:
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _floor_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation floors are cached in a per-session directory, never in ~/.cache."""
+    monkeypatch.setenv("SSLIGHT_CACHE", str(tmp_path_factory.getbasetemp() / "sslight-cache"))
+
+
 def tiny_run(output_dir: Any, **overrides: Any) -> Any:
     """A DINO run on 32 px synthetic images, small head, a few steps; ``overrides`` nest."""
     raw = {

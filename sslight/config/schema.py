@@ -133,6 +133,7 @@ class TrainConfig(StrictModel):
     log_every_steps: int = Field(default=10, ge=1)
     checkpoint_every_steps: int = Field(default=0, ge=0)
     progress: bool = True
+    stop_on_collapse: bool = False  # end pretraining at the first epoch the monitor flags
 
     @model_validator(mode="after")
     def _warmup_shorter_than_training(self) -> TrainConfig:
@@ -195,6 +196,8 @@ class EvalConfig(StrictModel):
     knn: KnnConfig = Field(default_factory=KnnConfig)
     linear: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
     semi: SemiConfig = Field(default_factory=SemiConfig)
+    # k-NN and linear also score a random-init backbone and raw pixels (evaluation/floors.py)
+    floors: bool = True
 
 
 class RunConfigBase(StrictModel):

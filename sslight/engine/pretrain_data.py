@@ -94,11 +94,15 @@ def build_data(cfg: Any, env: DistEnv) -> PretrainData:
     return PretrainData(source, loader, sampler, steps, monitor)
 
 
-def knn_monitor(method: SSLMethod, data: PretrainData, cfg: Any, rt: Runtime) -> float:
-    """Top-1 (%) of a weighted k-NN classifier on the evaluated backbone (train → val)."""
+def knn_monitor(
+    method: SSLMethod, data: PretrainData, cfg: Any, rt: Runtime
+) -> tuple[float, torch.Tensor]:
+    """Top-1 (%) of a weighted k-NN classifier on the evaluated backbone (train → val), and the
+    training images' features (the collapse monitor's ``feature_std`` reads them)."""
     assert data.monitor is not None
     backbone = method.eval_backbone()
     train_f, train_y = extract_features(backbone, data.monitor[0], rt.device, rt.channels_last)
     val_f, val_y = extract_features(backbone, data.monitor[1], rt.device, rt.channels_last)
     k = cfg.eval.knn.monitor_k
-    return knn_accuracy(train_f, train_y, val_f, val_y, [k], cfg.eval.knn.temperature)[k]
+    accuracy = knn_accuracy(train_f, train_y, val_f, val_y, [k], cfg.eval.knn.temperature)[k]
+    return accuracy, train_f

@@ -24,6 +24,7 @@ from sslight.config.load import config_to_dict
 from sslight.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sslight.engine.distributed import DistEnv, barrier, gather_objects, init_distributed, shutdown
 from sslight.engine.metrics import MetricsLog
+from sslight.engine.monitors import EpochMonitor, RunCollapsed
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
 from sslight.engine.pretrain_data import PretrainData, build_data, knn_monitor
 from sslight.engine.rundir import RunDir
@@ -148,6 +149,7 @@ def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict
         )
 
     show_bar = train.progress and env.is_main and sys.stderr.isatty()
+    monitor = EpochMonitor(method.collapse_reference())
     started = time.time()
     for epoch in range(start_epoch, train.epochs):
         first = start_batch if epoch == start_epoch else 0
@@ -186,6 +188,7 @@ def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict
 
             seen += labels.shape[0] * env.world_size
             last_logs = out.logs
+            monitor.update(out.logs)
             bar.update(1)
             bar.set_postfix(loss=f"{out.logs.get('loss', 0.0):.4f}")
             if ctx.step % train.log_every_steps == 0 or batch == steps_per_epoch - 1:
@@ -222,10 +225,14 @@ def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict
         monitor_now = (
             epoch + 1
         ) % cfg.eval.knn.monitor_every_epochs == 0 or epoch + 1 == train.epochs
+        features = None
         if data.monitor and monitor_now:
             if env.is_main:
-                summary["knn_top1"] = history["knn_top1"] = knn_monitor(method, data, cfg, rt)
+                accuracy, features = knn_monitor(method, data, cfg, rt)
+                summary["knn_top1"] = history["knn_top1"] = accuracy
             barrier(env)
+        summary.update(monitor.summary(features, method.eval_backbone().embed_dim))
+        collapse = _record_collapse(summary, history, run, env)
         history["loss"] = last_logs.get("loss")
         metrics.write(summary)
         if env.is_main:
@@ -240,6 +247,8 @@ def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict
         checkpoint(epoch + 1, 0)
         if on_epoch is not None and env.is_main:
             on_epoch(summary)
+        if train.stop_on_collapse and gather_objects(env, collapse)[0]:
+            raise RunCollapsed(epoch, summary.get("collapse_reason") or "flagged on rank 0")
 
     result = {
         "pretrain_epochs": train.epochs,
@@ -249,3 +258,24 @@ def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict
     if "knn_top1" in history:
         result["monitor_knn_top1"] = history["knn_top1"]
     return run.update_result(result) if env.is_main else result
+
+
+def _record_collapse(
+    summary: dict[str, Any], history: dict[str, Any], run: RunDir, env: DistEnv
+) -> bool:
+    """Warn when the epoch looks collapsed; the first such epoch goes to result.json's
+    ``collapse`` ({"epoch": 0-based, as in metrics.jsonl, "reason"})."""
+    if not summary.get("collapse_suspected"):
+        return False
+    reason = summary["collapse_reason"]
+    if env.is_main:
+        log.warning(
+            "epoch %d looks collapsed: %s; the features are unlikely to be useful "
+            "(train.stop_on_collapse=true ends such runs)",
+            summary["epoch"] + 1,
+            reason,
+        )
+        if "collapse" not in history:
+            history["collapse"] = {"epoch": summary["epoch"], "reason": reason}
+            run.update_result({"collapse": history["collapse"]})
+    return True

@@ -131,6 +131,13 @@ class SSLMethod(nn.Module):
         acc = (logits.argmax(dim=1) == labels).float().mean()
         return loss, {"probe_loss": loss.item(), "probe_acc": acc.item()}
 
+    def collapse_reference(self) -> dict[str, float]:
+        """What the collapse monitor (sslight/engine/monitors.py) compares this method against:
+        ``collapse_loss``, the loss of a collapsed output, and, for a method whose steps log
+        ``teacher_entropy`` / ``teacher_batch_entropy``, ``entropy_max`` = ln K of that
+        distribution."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
         """Tensors and numbers beyond the student and probe that a checkpoint must carry."""
         return {}

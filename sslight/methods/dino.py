@@ -7,6 +7,7 @@ frozen during the first epoch. Defaults reproduce the seed repo's CNN and ViT-Ti
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -110,6 +111,11 @@ class DINO(SSLMethod):
         student = [p.detach() for p in self.student.parameters()]
         torch._foreach_mul_(teacher, m)
         torch._foreach_add_(teacher, student, alpha=1 - m)
+
+    def collapse_reference(self) -> dict[str, float]:
+        """A uniform teacher output has entropy ln K, and the loss is then ln K too."""
+        ln_k = math.log(self.args.out_dim)
+        return {"entropy_max": ln_k, "collapse_loss": ln_k}
 
     def eval_backbone(self) -> torch.nn.Module:
         """DINO evaluates the teacher (Caron et al. 2021, Sec. 3.1: the teacher performs better)."""

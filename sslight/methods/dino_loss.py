@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslight.engine.monitors import distribution_entropies
 from sslight.methods.pair_loss import weighted_cross_view_loss
 
 
@@ -73,7 +74,11 @@ class DINOLoss(nn.Module):
             loss, loss_gg, loss_gl = weighted_cross_view_loss(q, log_p, weights)
 
         self.update_center(teacher_out)
-        return loss, {"loss_gg": loss_gg.detach(), "loss_gl": loss_gl.detach()}
+        return loss, {
+            "loss_gg": loss_gg.detach(),
+            "loss_gl": loss_gl.detach(),
+            **distribution_entropies(q),
+        }
 
     @torch.no_grad()
     def update_center(self, teacher_out: Tensor) -> None:

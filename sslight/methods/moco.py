@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -129,6 +130,11 @@ class MoCo(SSLMethod):
     def eval_backbone(self) -> nn.Module:
         """MoCo evaluates the query encoder (He et al. 2020, Sec. 3.3)."""
         return self.student.backbone
+
+    def collapse_reference(self) -> dict[str, float]:
+        """No teacher distribution: feature std and loss only. With every embedding equal, the
+        positive and the queue's negatives score alike: InfoNCE = ln(queue + 1)."""
+        return {"collapse_loss": math.log(self.args.queue_length + 1)}
 
     def extra_state(self) -> dict[str, Any]:
         return {

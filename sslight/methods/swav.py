@@ -10,6 +10,7 @@ Defaults reproduce the seed repo's ``swav_cnn_{baseline,sslight}.yaml``.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -167,6 +168,12 @@ class SwAV(SSLMethod):
 
     def eval_backbone(self) -> nn.Module:
         return self.student.backbone
+
+    def collapse_reference(self) -> dict[str, float]:
+        """Collapsed embeddings give every sample the same scores, so Sinkhorn's codes become
+        uniform (entropy ln K) and the swapped-prediction loss ln K."""
+        ln_k = math.log(self.args.num_prototypes)
+        return {"entropy_max": ln_k, "collapse_loss": ln_k}
 
     def extra_state(self) -> dict[str, Any]:
         """This process's queue (an empty tensor before it exists) and ``use_queue``.

@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslight.engine.monitors import distribution_entropies
 from sslight.methods.pair_loss import weighted_cross_view_loss
 
 
@@ -113,4 +114,8 @@ class SwAVLoss(nn.Module):
             log_p = F.log_softmax(scores.float() / self.temperature, dim=-1)
             log_p = log_p.reshape(n_views, batch, -1)
             loss, loss_gg, loss_gl = weighted_cross_view_loss(q, log_p, weights)
-        return loss, {"loss_gg": loss_gg.detach(), "loss_gl": loss_gl.detach()}
+        return loss, {
+            "loss_gg": loss_gg.detach(),
+            "loss_gl": loss_gl.detach(),
+            **distribution_entropies(q),
+        }
