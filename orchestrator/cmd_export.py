@@ -1,0 +1,79 @@
+"""``orchestrate export [--grid NAME] [CELL ...] [--out DIR]``: cells' backbones as torchvision /
+timm state dicts (sslight/weights/export.py), e.g. for cells pretrained before the pipeline wrote
+``export/`` itself, or to gather a grid's backbones in one folder.
+
+A cell is exportable once its pretraining is done, or when it evaluates ``init.weights`` (then its
+export is those weights converted, e.g. a seed checkpoint in the torchvision layout). Each goes to
+``<cell output_dir>/export/backbone.pt`` (+ ``backbone.json``), or ``DIR/<grid>/<cell>.pt`` with
+``--out DIR``. Naming a cell (its name or key) that cannot be exported is an error (exit 2);
+without names, the cells not yet pretrained are listed as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sslight.config import ConfigError
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "export", parents=[common], help="write cells' backbones as torchvision/timm state dicts"
+    )
+    parser.add_argument("cells", nargs="*", metavar="CELL", help="cell names or keys (default all)")
+    parser.add_argument("--grid", help="only this grid")
+    parser.add_argument("--out", help="folder for <grid>/<cell>.pt (default: each cell's export/)")
+    parser.set_defaults(handler=export_cells)
+
+
+def _exportable(run: Any) -> bool:
+    from sslight.engine.rundir import RunDir
+
+    stages = RunDir(run.output_dir).read_result().get("stages", {})
+    pretrained = stages.get("pretrain", {}).get("status") == "done"
+    return pretrained or bool((run.config.get("init") or {}).get("weights"))
+
+
+def _select(runs: list[Any], names: list[str]) -> list[Any]:
+    if not names:
+        return runs
+    chosen = []
+    for name in names:
+        found = [r for r in runs if name in (r.name, r.key)]
+        if not found:
+            known = ", ".join(r.name for r in runs[:10]) or "none"
+            raise ConfigError("command line", "CELL", f"no cell {name!r}; cells: {known}")
+        chosen.extend(found)
+    return chosen
+
+
+def export_cells(args: argparse.Namespace) -> int:
+    from orchestrator.cli import _registry
+    from orchestrator.status import align
+    from sslight.config import resolve
+    from sslight.weights.export import export_run
+
+    with _registry(args) as registry:
+        if args.grid is not None and args.grid not in {g.name for g in registry.grids()}:
+            raise ConfigError("command line", "--grid", f"no grid named {args.grid!r}")
+        runs = _select(registry.runs(grid_name=args.grid), args.cells)
+    rows, exported = [["grid", "cell", "export"]], 0
+    for run in runs:
+        if not _exportable(run):
+            if args.cells:
+                raise ConfigError(
+                    "command line", "CELL", f"{run.name}: not pretrained yet ({run.status})"
+                )
+            rows.append([run.grid, run.name, f"skipped ({run.status}, not pretrained)"])
+            continue
+        cfg = resolve({**run.config, "output_dir": run.output_dir}, source=f"cell {run.name}")
+        out = Path(args.out) / run.grid / f"{run.name}.pt" if args.out else None
+        written = export_run(run.output_dir, out, cfg=cfg)
+        rows.append([run.grid, run.name, str(written)])
+        exported += 1
+    print("\n".join(align(rows)) if len(rows) > 1 else "no cells registered")
+    return EXIT_OK if exported else EXIT_FAILURE
