@@ -9,7 +9,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
 SLURM_CONF_DEFAULT := /var/tmp/sslight-slurm/etc/slurm.conf
 
-.PHONY: install data slurm browser demo test lint format clean
+.PHONY: install data slurm postgres browser demo test lint format clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ slurm:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/slurm-local.sh start >/dev/null; \
 	else echo "slurm: not root with apt-get; SLURM tests will be skipped (they fail under CI=true)"; fi
 
+# A private PostgreSQL on 127.0.0.1:5433 for the registry/Optuna tests, where we are root with apt.
+postgres:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/postgres-local.sh start >/dev/null; \
+	else echo "postgres: not root with apt-get; PostgreSQL tests will be skipped (they fail under CI=true)"; fi
+
 # Debian's Chromium for the browser tests (the MLflow UI), where we are root with apt.
 browser:
 	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -45,7 +50,7 @@ browser:
 		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
 	fi
 
-test: install data slurm browser
+test: install data slurm postgres browser
 	@if [ -z "$$SLURM_CONF" ] && [ -f $(SLURM_CONF_DEFAULT) ]; then export SLURM_CONF=$(SLURM_CONF_DEFAULT); fi; \
 	$(PY) -m pytest -q
 

@@ -147,7 +147,9 @@ def _migrate(engine: Engine, url: str) -> bool:
         if unknown:
             raise RegistryError(
                 f"registry at {mask_url(url)} has schema revision {', '.join(unknown)}, newer "
-                f"than this version of sslight lab (head {head}); upgrade sslight-lab"
+                f"than this version of sslight lab (head {head}); upgrade sslight-lab, or, if "
+                "Optuna or MLflow use this database (their Alembic revisions share the "
+                "alembic_version table), give the registry a database of its own"
             )
         return heads
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,3 +71,51 @@ def slurm_cluster() -> str:
     if up.returncode != 0 or not up.stdout.strip():
         _service_missing(f"SLURM at {conf} does not answer: {up.stderr.strip()}")
     return conf
+
+
+POSTGRES_ENV = "SSLIGHT_TEST_POSTGRES_URL"
+POSTGRES_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "postgres-local.sh"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A database URL on a running PostgreSQL server whose role may create databases:
+    ``$SSLIGHT_TEST_POSTGRES_URL``, else scripts/postgres-local.sh's (`make test` starts it)."""
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get(POSTGRES_ENV) or subprocess.run(
+        ["bash", str(POSTGRES_SCRIPT), "url", "sslight_test"], capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as err:  # driver missing, server down, bad password: all "no server"
+        from db import mask_url
+
+        _service_missing(
+            f"no PostgreSQL at {mask_url(url)} ({type(err).__name__}): run "
+            "`scripts/postgres-local.sh start` as root or set $SSLIGHT_TEST_POSTGRES_URL"
+        )
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"sslight_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

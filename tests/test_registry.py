@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
-import os
 import random
 import subprocess
 import sys
@@ -26,8 +25,6 @@ from db.session import _migrate, create_registry_engine
 # Fork is fast; callers close their engines first so no SQLite connection crosses a fork.
 MP = mp.get_context("fork" if sys.platform == "linux" else "spawn")
 ROOT = Path(__file__).resolve().parents[1]
-# A throwaway PostgreSQL database (its public schema is dropped!) to run these tests on too.
-PG_ENV = "SSLIGHT_TEST_POSTGRES_URL"
 
 
 def cells(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -37,14 +34,12 @@ def cells(n: int, start: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture(params=["sqlite", *(["postgresql"] if os.environ.get(PG_ENV) else [])])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database of each backend (PostgreSQL only when $SSLIGHT_TEST_POSTGRES_URL)."""
+    """A fresh, empty database of each backend (PostgreSQL: see conftest's postgres_url)."""
     if request.param == "sqlite":
         return default_url(tmp_path)
-    query(os.environ[PG_ENV], "DROP SCHEMA public CASCADE")
-    query(os.environ[PG_ENV], "CREATE SCHEMA public")
-    return os.environ[PG_ENV]
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
