@@ -102,7 +102,7 @@ def curves_figure(curves: Sequence[Curve], path: Path, title: str) -> Path:
     handles, labels = panels[0].get_legend_handles_labels()
     if not handles:
         handles, labels = panels[1].get_legend_handles_labels()
-    if handles:
+    if len(handles) > 1:  # one run: its name is the title
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
@@ -129,7 +129,9 @@ def bars_figure(data: TableData, path: Path) -> Path:
         ax.set_title(metric.label, fontsize=10)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
-    fig.legend(handles=_legend(data), loc="outside lower center", ncols=6, fontsize=8)
+    handles = _legend(data)
+    ncols = max(1, min(len(handles), int(width / 2.1)))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=8)
     fig.suptitle(data.title, fontsize=11)
     return _save(fig, path)
 

@@ -161,7 +161,8 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid 
 table{border-collapse:collapse;margin:.4em 0;font-variant-numeric:tabular-nums}
 th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;white-space:nowrap}
 div.wide{overflow-x:auto}
-th{background:#f3f4f6;text-align:left;font-weight:600;border-bottom:2px solid #ccc}
+th{background:#f3f4f6;text-align:left;font-weight:600;border-bottom:2px solid #ccc;
+ white-space:normal;vertical-align:bottom}
 td.number,td.none,td.state{text-align:right}td.label{color:#333}
 td.state{font-style:italic;color:#777}td.bad{color:#b3261e}td.none{color:#aaa}
 tbody tr:nth-child(even){background:#fafafa}

@@ -102,7 +102,8 @@ def _delta(row: Row) -> Cell:
 
 
 def _notes(data: TableData, with_paper: bool, with_floors: bool) -> tuple[str, ...]:
-    notes = ["Top-1 in %, AP in points; several seeds: mean ± sample std (n = runs with a value)."]
+    units = "Top-1 in %, AP in points" if any("AP" in r.metric.label for r in data.rows) else "In %"
+    notes = [f"{units}; several seeds: mean ± sample std (n = runs with a value)."]
     if {"baseline", "sslight"} <= set(data.policies):
         notes.append("Δ: SSLight − baseline, of the means.")
     if with_paper:
