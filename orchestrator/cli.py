@@ -30,6 +30,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 # its subparser and sets ``handler`` (a function of the parsed args returning the exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cmd_report",
+    "orchestrator.cmd_export",
 )
 
 

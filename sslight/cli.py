@@ -2,6 +2,8 @@
 
     sslight run CONFIG [key=value ...]        pretrain, then evaluate (the stages of the config)
     sslight pretrain CONFIG [key=value ...]   the pretraining stage alone
+    sslight export RUN_DIR [--out FILE]       the evaluated backbone as a torchvision/timm state
+                                              dict + JSON sidecar (default RUN_DIR/export/)
 
 Exit codes: 0 success, 2 bad input (one message naming the file, key and problem), 1 failure.
 """
@@ -37,12 +39,36 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--print-config", action="store_true", help="print the resolved config as JSON and exit"
         )
+    export = commands.add_parser(
+        "export", help="write a run's evaluated backbone as a torchvision/timm state dict"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run's output_dir")
+    export.add_argument(
+        "--out", help="state dict file (default RUN_DIR/export/backbone.pt); sidecar: FILE.json"
+    )
     return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sslight.engine.checkpoint import CheckpointError
+    from sslight.weights.export import export_run
+
+    try:
+        out = export_run(args.run_dir, args.out)
+    except (ConfigError, CheckpointError) as err:
+        print(f"sslight: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps({"backbone": str(out), "sidecar": str(out.with_suffix(".json"))}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)  # overrides may follow flags
+    if args.command == "export":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return _export(args)
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

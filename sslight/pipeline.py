@@ -42,18 +42,16 @@ class StageError(RuntimeError):
 
 def load_eval_backbone(cfg: Any, run_dir: Path, device: torch.device) -> nn.Module:
     """The backbone the method evaluates (DINO: teacher; SwAV: the network; MoCo: query encoder),
-    with the weights of the finished pretraining."""
-    from sslight.methods import METHODS
+    with the weights of the finished pretraining, or those of ``init.weights`` when it is set
+    (an export, a run or a seed checkpoint: sslight/weights/init_weights.py)."""
+    from sslight.weights.init_weights import eval_backbone_from_checkpoint, init_backbone
 
+    if cfg.init.weights:
+        return init_backbone(cfg, device)
     state = load_checkpoint(run_dir / "checkpoints")
     if state is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no pretraining checkpoint")
-    probe = state.get("probe") or {}
-    num_classes = probe["weight"].shape[0] if "weight" in probe else 1
-    method = METHODS.get(cfg.method).build(cfg, num_classes=num_classes)
-    method.student.load_state_dict(state["model"])
-    method.load_extra_state(state["method_state"])
-    backbone = method.eval_backbone()
+    backbone = eval_backbone_from_checkpoint(cfg, state)
     backbone.requires_grad_(False)
     return backbone.eval().to(device)
 
@@ -153,6 +151,10 @@ def run(
     if int(os.environ.get("RANK", "0")) != 0:  # other ranks join pretraining; rank 0 does the rest
         return pretrain(cfg, on_epoch=on_epoch) if "pretrain" in cfg.stages else {}
     run_dir.create()
+    if cfg.init.weights:  # a missing or misfitting file is bad input (exit 2), before any stage
+        from sslight.weights.init_weights import check_init_weights
+
+        check_init_weights(cfg, run_dir.root)
     for name in cfg.stages:
         done = run_dir.read_result().get("stages", {}).get(name, {})
         if done.get("status") == "done":
@@ -166,6 +168,9 @@ def run(
             device = Runtime.from_config(cfg.train, cfg.backbone).device
             hooks = {"on_epoch": on_epoch} if name == "pretrain" and on_epoch else {}
             metrics = _stage_fn(cfg, name)(cfg, run_dir.root, device, **hooks)
+            from sslight.weights.export import refresh_export  # export/ after pretraining
+
+            refresh_export(cfg, run_dir.root, name, {**run_dir.read_result(), **metrics})
         except Exception as err:
             collapsed = isinstance(err, RunCollapsed)  # message starts "collapsed:"
             message = str(err) if collapsed else f"{type(err).__name__}: {err}"

@@ -200,6 +200,14 @@ class EvalConfig(StrictModel):
     floors: bool = True
 
 
+class InitConfig(StrictModel):
+    """``weights``: evaluate these weights instead of this run's pretraining (then ``stages`` may
+    not contain ``pretrain``). An export, a run directory / ``last.pt``, or a seed ``*.pth.tar``;
+    see sslight/weights/init_weights.py."""
+
+    weights: str | None = None
+
+
 class RunConfigBase(StrictModel):
     method: str = "dino"
     backbone: str = "mobilenet_v2"
@@ -210,6 +218,17 @@ class RunConfigBase(StrictModel):
     output_dir: str
     seed: int = Field(default=0, ge=0)
     stages: list[str] = Field(default_factory=lambda: ["pretrain", "knn", "linear"])
+    init: InitConfig = Field(default_factory=InitConfig)
+
+    @field_validator("init")
+    @classmethod
+    def _no_pretrain_with_weights(cls, init: InitConfig, info: ValidationInfo) -> InitConfig:
+        if init.weights and "pretrain" in (info.data.get("stages") or []):
+            raise ValueError(
+                "weights replaces pretraining: remove 'pretrain' from stages "
+                "(e.g. stages: [knn, linear])"
+            )
+        return init
 
     @field_validator("stages")
     @classmethod
