@@ -30,6 +30,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 # its subparser and sets ``handler`` (a function of the parsed args returning the exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cmd_report",
+    "orchestrator.cmd_search",
     "orchestrator.cmd_export",
 )
 
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)  # overrides may follow flags
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
-    if unknown or (extra and args.command != "grid"):
+    if unknown or (extra and not hasattr(args, "overrides")):  # grid, search take key=value
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-    if args.command == "grid":
+    if hasattr(args, "overrides"):
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
@@ -171,6 +172,9 @@ def _resume(args: argparse.Namespace) -> int:
             raise ConfigError("command line", "--grid", f"no grid named {args.grid!r} registered")
         total = 0
         for name, grid in grids.items():
+            if grid.spec.get("kind") == "search":  # trials are the study's to rerun
+                print(f"search {name}: continue it with `orchestrate search {grid.source}`")
+                continue
             runs = registry.runs(grid_name=name, statuses=statuses)
             cells = [CellSpec(r.key, r.name, r.config) for r in runs]
             resources = Resources(**grid.spec.get("resources", {}))

@@ -80,6 +80,10 @@ def reconcile(registry: Registry, grid: str | None = None) -> list[str]:
             registry.finish_attempt(last.id, "lost", error_tail=reason)
         lost.append(run.key)
         log.warning("cell %s: lost (%s)", run.name, reason)
+    if lost:  # trials of a search: the study fails them and queues a copy (journal storages)
+        from orchestrator.search_recovery import retry_lost_trials
+
+        retry_lost_trials(registry, lost)
     return lost
 
 

@@ -1,0 +1,276 @@
+"""What a search worker job runs: ask the study for trials and run each as a registry run.
+
+Each trial is one ``sslight.run`` of the base config with the trial's views, in
+``<workdir>/trials/t<n>``, recorded as a run of the search's registry grid (name ``t<n>``).
+After every pretraining epoch the k-NN monitor is reported to Optuna and the pruner may stop the
+trial: Optuna records it PRUNED, the registry row ``finished`` with ``pruned at epoch k``.
+A trial that raises is FAIL with its error (and counts against the budget); a worker that is
+interrupted or preempted queues its trial again before it goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import submitit
+
+from orchestrator.search import Search
+from orchestrator.search_space import suggest
+from orchestrator.search_study import (
+    ERROR,
+    exhausted,
+    fail_stale,
+    find_trial,
+    load_study,
+    open_storage,
+    origin_number,
+    retry_trial,
+    study_lock,
+    tally,
+    trial_key,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_TAIL_CHARS = 4000
+RESULT_ATTRS = ("knn_top1", "linear_top1", "monitor_knn_top1")
+
+
+def trial_name(number: int) -> str:
+    return f"t{number:03d}"
+
+
+class _Heartbeat:
+    """Records a trial's heartbeat in a database storage every ``interval`` seconds."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(storage, trial_id, interval), daemon=True
+        )
+
+    def _beat(self, storage: Any, trial_id: int, interval: int) -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if self._stop.wait(interval):
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class _Running:
+    """The trial a worker is running, so an interruption can queue it again."""
+
+    number: int
+    key: str
+    attempt_id: int
+
+
+@dataclass
+class SearchWorker(submitit.helpers.Checkpointable):
+    """Run trials of the search ``spec`` until the study has its budget of trials."""
+
+    spec: dict[str, Any]
+    grid_id: int
+    db_url: str
+    executor: str
+    threads: int | None = None
+    _registry: Any = field(default=None, repr=False, compare=False)
+    _study: Any = field(default=None, repr=False, compare=False)
+    _running: _Running | None = field(default=None, repr=False, compare=False)
+
+    def __call__(self) -> int:
+        """Run trials until none is left to run; return how many this worker ran."""
+        from db import open_registry
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        search = Search.from_spec(self.spec)
+        self._registry = open_registry(self.db_url)
+        storage = open_storage(search)
+        self._study = study = load_study(search, storage)
+        env = _job_environment()
+        job_id = env.job_id if env is not None else str(os.getpid())
+        ran = 0
+        while (trial := self._next_trial(search, study)) is not None:
+            try:
+                self._run_trial(search, study, storage, trial, job_id)
+            except BaseException:  # interrupted, or the registry failed: queue the trial again
+                self.abandon("worker stopped", trial.number)
+                raise
+            ran += 1
+        return ran
+
+    def _next_trial(self, search: Search, study: optuna.Study) -> optuna.Trial | None:
+        from orchestrator.reconcile import reconcile
+
+        reconcile(self._registry, search.name)  # trials of dead workers are queued again
+        with study_lock(self._registry, search.name):
+            if search.uses_database:
+                fail_stale(study)
+            counts = tally(study)
+            if counts.counted >= search.trials or (exhausted(study) and not counts.waiting):
+                return None
+            with warnings.catch_warnings():  # heartbeats are recorded by _Heartbeat below
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                return study.ask()
+
+    def _run_trial(
+        self, search: Search, study: optuna.Study, storage: Any, trial: optuna.Trial, job_id: str
+    ) -> None:
+        import sslight
+
+        registry = self._registry
+        params = suggest(trial, search.space)
+        output_dir = str(
+            Path(search.workdir) / "trials" / trial_name(origin_number(study, trial.number))
+        )
+        key, name = trial_key(study, trial.number), trial_name(trial.number)
+        try:
+            cfg = search.trial_config(params, output_dir)
+        except ValueError as err:  # a point the run config rejects
+            trial.set_user_attr(ERROR, str(err))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log.error("trial %d: %s", trial.number, err)
+            return
+        from sslight.config import config_to_dict
+
+        row = {"key": key, "name": name, "config": config_to_dict(cfg), "output_dir": output_dir}
+        registry.add_runs(self.grid_id, [row])
+        registry.claim_for_submission([key], allowed_statuses=("pending",))
+        attempt = registry.start_attempt(
+            key, self.executor, job_id=job_id, node=socket.gethostname()
+        )
+        registry.set_status(key, "running")
+        trial.set_user_attr("registry_key", key)
+        trial.set_user_attr("output_dir", output_dir)
+        self._running = _Running(trial.number, key, attempt)
+        log.info("trial %d (%s): %s", trial.number, output_dir, params)
+
+        def on_epoch(summary: dict[str, Any]) -> None:
+            if summary.get("knn_top1") is None:
+                return
+            epoch = int(summary["epoch"]) + 1
+            trial.report(float(summary["knn_top1"]), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        try:
+            with self._heartbeat(search, storage, study, trial):
+                result = sslight.run(
+                    cfg, on_stage=lambda s: registry.set_stage(key, s), on_epoch=on_epoch
+                )
+        except Exception as err:
+            cause = err.__cause__ if isinstance(err.__cause__, optuna.TrialPruned) else err
+            if isinstance(cause, optuna.TrialPruned):
+                self._pruned(study, trial, key, attempt, str(cause))
+            else:
+                self._failed(study, trial, key, attempt, f"{type(err).__name__}: {err}")
+        else:
+            value = result.get(search.objective)
+            if value is None:
+                message = f"result.json has no {search.objective}"
+                self._failed(study, trial, key, attempt, message)
+            else:
+                self._complete(study, trial, key, attempt, result, float(value))
+        self._running = None
+
+    def _heartbeat(self, search: Search, storage: Any, study: optuna.Study, trial: optuna.Trial):
+        from contextlib import nullcontext
+
+        if not search.uses_database or not search.heartbeat:
+            return nullcontext()
+        study_id = storage.get_study_id_from_name(study.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        return _Heartbeat(storage, trial_id, search.heartbeat["interval"])
+
+    def _complete(self, study, trial, key, attempt, result, value) -> None:
+        for name in RESULT_ATTRS:
+            if result.get(name) is not None:
+                trial.set_user_attr(name, result[name])
+        study.tell(trial, value)
+        registry = self._registry
+        registry.record_result(key, {k: v for k, v in result.items() if k != "stages"})
+        registry.set_status(key, "finished")
+        registry.set_stage(key, None)
+        registry.finish_attempt(attempt, "finished")
+        log.info("trial %d: %s %.2f", trial.number, self.spec["objective"], value)
+
+    def _pruned(self, study, trial, key, attempt, message) -> None:
+        reported = find_trial(study, trial.number).intermediate_values
+        last = reported[max(reported)] if reported else None
+        if last is not None:
+            trial.set_user_attr("monitor_knn_top1", last)
+            message += f" (k-NN {last:.1f})"
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        registry = self._registry
+        if last is not None:
+            registry.record_result(key, {"monitor_knn_top1": last})
+        registry.set_status(key, "finished", error=message)
+        registry.set_stage(key, None)
+        registry.finish_attempt(attempt, "pruned")
+        log.info("trial %d: %s", trial.number, message)
+
+    def _failed(self, study, trial, key, attempt, message) -> None:
+        trial.set_user_attr(ERROR, message)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        registry = self._registry
+        registry.set_status(key, "failed", error=message)
+        registry.finish_attempt(
+            attempt, "failed", error_tail=traceback.format_exc()[-ERROR_TAIL_CHARS:]
+        )
+        log.error("trial %d failed: %s", trial.number, message)
+
+    def abandon(self, reason: str, number: int | None = None) -> None:
+        """Queue the running trial (or trial ``number``) again, with the same parameters and
+        output directory, and close its attempt and registry row; the copy resumes from the
+        trial's checkpoint."""
+        running, self._running = self._running, None
+        number = running.number if running is not None else number
+        if number is None or self._study is None:
+            return
+        registry, search = self._registry, Search.from_spec(self.spec)
+        with study_lock(registry, search.name):
+            retry = retry_trial(self._study, number)
+        if running is not None:
+            note = f"{reason}; retried as trial {retry}" if retry is not None else reason
+            registry.set_status(running.key, "cancelled", error=note)
+            registry.finish_attempt(running.attempt_id, reason)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Preempted or timed out: queue the running trial again and requeue the worker."""
+        self.abandon("preempted")
+        fresh = SearchWorker(self.spec, self.grid_id, self.db_url, self.executor, self.threads)
+        return submitit.helpers.DelayedSubmission(fresh)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_registry"] = state["_study"] = state["_running"] = None  # not for the job
+        return state
+
+
+def _job_environment() -> submitit.JobEnvironment | None:
+    try:
+        return submitit.JobEnvironment()
+    except RuntimeError:
+        return None
