@@ -180,3 +180,28 @@ def test_bad_init_weights_exit_2_naming_the_key_and_the_problem(pretrained, tmp_
     assert sslight_main(["run", str(config), "stages=[pretrain]", f"init.weights={export}"]) == 2
     assert "remove 'pretrain' from stages" in capsys.readouterr().err
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_orchestrate_export_gathers_finished_cells_and_names_unknown_ones(tmp_path, capsys):
+    from tiny import TINY_RUN
+
+    from orchestrator.cli import main as orchestrate
+
+    grid = tmp_path / "tiny.yaml"
+    workdir = tmp_path / "runs" / "tiny"
+    grid.write_text(yaml.safe_dump({"name": "tiny", "workdir": str(workdir), "base": TINY_RUN}))
+    root = ["--root", str(tmp_path / "runs")]
+    assert orchestrate(["grid", str(grid), *root, "--executor", "debug"]) == 0
+    [cell] = [p.name for p in (workdir / "cells").iterdir()]
+    capsys.readouterr()
+
+    assert orchestrate(["export", *root, "--grid", "tiny", "--out", str(tmp_path / "out")]) == 0
+    gathered = tmp_path / "out" / "tiny" / f"{cell}.pt"
+    assert str(gathered) in capsys.readouterr().out
+    ours = torch.load(gathered, weights_only=True)
+    pipeline = torch.load(workdir / "cells" / cell / "export" / "backbone.pt", weights_only=True)
+    assert all(torch.equal(ours[k], pipeline[k]) for k in pipeline)
+    assert json.loads(gathered.with_suffix(".json").read_text())["backbone"] == "resnet18"
+
+    assert orchestrate(["export", *root, "no-such-cell"]) == 2
+    assert "no cell 'no-such-cell'" in capsys.readouterr().err
