@@ -1,0 +1,75 @@
+"""``orchestrate sync [--grid NAME] [--tracking-uri URI]``: send MLflow what it is missing.
+
+Cells log to MLflow as they train; whatever a dead server or a killed job kept from it stays in
+the run directory (metrics.jsonl, result.json, artifacts) and is sent here, incrementally: a
+second sync sends nothing twice. Runs of finished, failed and cancelled cells are closed with
+that status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from sslight.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _has_data(run: Any) -> bool:
+    out = Path(run.output_dir)
+    return (
+        bool(run.mlflow_run_id)
+        or (out / "metrics.jsonl").exists()
+        or (out / "result.json").exists()
+    )
+
+
+def sync_cells(registry: Any, runs: list[Any], tracking_uri: str) -> tuple[int, list[str]]:
+    """Sync each cell that has something to send; return how many worked and why others did
+    not (the rest are skipped once the store proves unreachable)."""
+    from orchestrator.tracking import MLFLOW_STATUS, CellTracker
+
+    todo = [run for run in runs if _has_data(run)]
+    synced, problems = 0, []
+    for i, run in enumerate(todo):
+        tracker = CellTracker(registry, run.key, tracking_uri)
+        status = MLFLOW_STATUS.get(run.status)
+        if tracker.finish(status) if status else tracker.sync(artifacts=True):
+            synced += 1
+            continue
+        problems.append(f"{run.name}: {tracker.last_error}")
+        left = len(todo) - i - 1
+        if left and "connect" in (tracker.last_error or "").lower():
+            problems.append(f"the store is unreachable; {left} more cells not tried")
+            break
+    return synced, problems
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from db import mask_url
+    from orchestrator.cli import EXIT_FAILURE, EXIT_OK, _registry
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, args.root)
+    with _registry(args) as registry:
+        if args.grid and args.grid not in {g.name for g in registry.grids()}:
+            known = ", ".join(g.name for g in registry.grids()) or "none"
+            raise ConfigError(
+                "command line", "--grid", f"no grid named {args.grid!r} (registered: {known})"
+            )
+        synced, problems = sync_cells(registry, registry.runs(grid_name=args.grid), uri)
+    print(f"synced {synced} cells to {mask_url(uri)}")
+    for problem in problems:
+        print(f"not synced: {problem}")
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "sync", parents=[common], help="send MLflow the metrics and artifacts it is missing"
+    )
+    parser.add_argument("--grid", help="only this grid")
+    parser.set_defaults(handler=_sync)

@@ -1,0 +1,279 @@
+"""MLflow tracking of grid cells: one experiment per grid, one run per cell, kept up to date.
+
+A cell's MLflow run carries the tags ``method``, ``backbone``, ``view_policy``, ``grid``,
+``cell_key`` (and any extra tags, e.g. a search trial), the resolved config as dotted params,
+every numeric key of ``metrics.jsonl`` at its line's step, the numeric results of
+``result.json``, system metrics while the cell runs, and ``config.yaml``, ``result.json``,
+``export/`` and ``report/*.png`` as artifacts. Its id lives in the registry
+(``runs.mlflow_run_id``), so a resumed or requeued cell continues the same run.
+
+Tracking never stops training: each call catches its own failures (a dead server, a locked
+database); the run directory stays the source of truth and the next ``sync()`` - or
+``orchestrate sync`` - sends what is missing (see ``orchestrator.tracking_cursor``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.tracking_cursor import SyncCursor, advance, pending_lines, run_dir_lock
+from orchestrator.tracking_records import (
+    cell_tags,
+    config_params,
+    line_metrics,
+    result_metrics,
+    result_tags,
+)
+from orchestrator.tracking_store import (
+    TrackingStore,
+    default_tracking_uri,
+    is_server_uri,
+    registry_tracking_uri,
+    resolve_tracking_uri,
+)
+
+__all__ = [
+    "MLFLOW_STATUS",
+    "CellTracker",
+    "NoTracker",
+    "default_tracking_uri",
+    "is_server_uri",
+    "registry_tracking_uri",
+    "resolve_tracking_uri",
+]
+
+log = logging.getLogger(__name__)
+
+# Registry status -> the MLflow run status `orchestrate sync` leaves; others stay RUNNING.
+MLFLOW_STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+ARTIFACT_FILES = ("config.yaml", "result.json")
+ARTIFACT_DIRS = ("export",)
+REPORT_GLOB = "report/*.png"
+
+
+def _artifact_files(run_dir: Path, everything: bool) -> list[Path]:
+    names = ARTIFACT_FILES if everything else ARTIFACT_FILES[:1]
+    files = [run_dir / name for name in names]
+    if everything:
+        for folder in ARTIFACT_DIRS:
+            files.extend(p for p in sorted((run_dir / folder).rglob("*")) if p.is_file())
+        files.extend(sorted(run_dir.glob(REPORT_GLOB)))
+    return [p for p in files if p.is_file()]
+
+
+class CellTracker:
+    """Mirror one registry cell (``key``) into an MLflow run at ``tracking_uri``.
+
+    ``start()`` before the pipeline, ``sync()`` after each epoch and stage, ``finish(status)``
+    at the end (FINISHED, FAILED, KILLED; "RUNNING" sends everything but leaves the run open,
+    for a preempted job that will be requeued). None of them raises.
+    """
+
+    def __init__(
+        self,
+        registry: Any,
+        key: str,
+        tracking_uri: str,
+        extra_tags: dict[str, str] | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.key = key
+        self.tracking_uri = tracking_uri
+        self.extra_tags = dict(extra_tags or {})
+        self.experiment = experiment
+        self.store = TrackingStore(tracking_uri)
+        self.run_id: str | None = None
+        self.status: str | None = None  # the MLflow run's status as last seen
+        self._monitor: Any = None
+        self.last_error: str | None = None
+
+    # -- public API: never raises --------------------------------------------------------
+
+    def start(self) -> None:
+        """Get or create the cell's MLflow run, mark it RUNNING, log tags, params and system
+        metrics; never raises."""
+        if self._guard("start", self._ensure_run, True):
+            self._guard("start system metrics", self._start_monitor)
+            self.sync()
+
+    def sync(self, artifacts: bool = False) -> bool:
+        """Send the metrics.jsonl lines and result.json values MLflow does not have yet (and,
+        with ``artifacts``, every artifact); return whether it worked. Never raises."""
+        return self._guard("sync", self._sync, artifacts)
+
+    def finish(self, status: str) -> bool:
+        """Final sync with artifacts, stop system metrics and end the run with ``status``
+        ("RUNNING" leaves it open); return whether it worked. Never raises."""
+        self._stop_monitor()
+        if not self.sync(artifacts=True):
+            return False
+        if status == "RUNNING" or status == self.status:
+            return True
+        return self._guard("finish", self._terminate, status)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> bool:
+        try:
+            fn(*args)
+        except Exception as err:  # tracking must never stop training
+            short = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            first = self.last_error is None  # warn once per outage, not every epoch
+            self.last_error = f"{type(err).__name__}: {short}"
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "mlflow %s for cell %s at %s failed (%s); metrics stay in metrics.jsonl "
+                "and `orchestrate sync` sends them later",
+                what,
+                self.key,
+                self.tracking_uri,
+                self.last_error,
+            )
+            return False
+        if self.last_error is not None:
+            log.info("mlflow %s for cell %s at %s works again", what, self.key, self.tracking_uri)
+        self.last_error = None
+        return True
+
+    def _cell(self) -> Any:
+        run = self.registry.run(self.key)
+        if run is None:
+            raise KeyError(f"no run with key {self.key!r} in the registry")
+        return run
+
+    def _ensure_run(self, reopen: bool = False) -> None:
+        """Find the cell's MLflow run (creating it if this store has none); ``reopen`` marks a
+        finished one RUNNING again (a resumed cell)."""
+        if self.run_id is not None and not reopen:
+            return
+        cell = self._cell()
+        client = self.store.client
+        run = self.store.get_run(cell.mlflow_run_id) if cell.mlflow_run_id else None
+        if run is None:
+            experiment_id = self.store.experiment_id(self.experiment or cell.grid)
+            run = self.store.call(
+                client.create_run, experiment_id, tags=cell_tags(cell), run_name=cell.name
+            )
+            self.registry.set_mlflow_run_id(self.key, run.info.run_id)
+            log.info("cell %s: MLflow run %s at %s", cell.name, run.info.run_id, self.tracking_uri)
+        self.run_id, self.status = run.info.run_id, run.info.status
+        if reopen and self.status != "RUNNING":
+            self.store.call(client.update_run, self.run_id, status="RUNNING")
+            self.status = "RUNNING"
+        run_dir = Path(cell.output_dir)
+        with run_dir_lock(run_dir):
+            cursor = SyncCursor.load(run_dir, self.tracking_uri, self.run_id)
+            if not cursor.params:
+                self._log_batch(params=config_params(cell.config))
+                cursor.params = True
+            self._log_batch(tags=cell_tags(cell, self.extra_tags))
+            cursor.save(run_dir)
+
+    def _log_batch(self, metrics: list | None = None, params: dict | None = None, tags=None):
+        from mlflow.entities import Param, RunTag
+
+        self.store.call(
+            self.store.client.log_batch,
+            self.run_id,
+            metrics=metrics or [],
+            params=[Param(k, v) for k, v in (params or {}).items()],
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+        )
+
+    def _sync(self, artifacts: bool) -> None:
+        self._ensure_run()
+        run_dir = Path(self._cell().output_dir)
+        with run_dir_lock(run_dir):
+            cursor = SyncCursor.load(run_dir, self.tracking_uri, self.run_id)
+            self._send_lines(run_dir, cursor)
+            self._send_result(run_dir, cursor)
+            self._send_artifacts(run_dir, cursor, everything=artifacts)
+
+    def _send_lines(self, run_dir: Path, cursor: SyncCursor) -> None:
+        from mlflow.entities import Metric
+
+        pending = pending_lines(run_dir / "metrics.jsonl", cursor)
+        if pending.records:
+            if cursor.pending_timestamp is None:  # fixed before sending: a resend deduplicates
+                cursor.pending_timestamp = int(time.time() * 1000)
+                cursor.save(run_dir)
+            stamp = cursor.pending_timestamp
+            metrics = [
+                Metric(name, value, stamp, step)
+                for record in pending.records
+                for name, value, step in line_metrics(record)
+            ]
+            self._log_batch(metrics=metrics)
+        advance(cursor, pending)
+        cursor.save(run_dir)
+
+    def _send_result(self, run_dir: Path, cursor: SyncCursor) -> None:
+        from mlflow.entities import Metric
+
+        path = run_dir / "result.json"
+        if not path.exists():
+            return
+        try:
+            result = json.loads(path.read_text())
+        except ValueError:
+            return  # replaced atomically, so only a foreign writer gets here; next sync
+        values = result_metrics(result)
+        changed = {k: v for k, v in values.items() if cursor.result.get(k) != v}
+        tags = {k: v for k, v in result_tags(result).items() if cursor.tags.get(k) != v}
+        if changed or tags:
+            # at the last training step, so a stage's knn_top1 outranks the monitor's of epochs
+            step, stamp = max(cursor.max_step, 0), int(time.time() * 1000)
+            metrics = [Metric(k, v, stamp, step) for k, v in changed.items()]
+            self._log_batch(metrics=metrics, tags=tags)
+            cursor.result.update(changed)
+            cursor.tags.update(tags)
+            cursor.save(run_dir)
+
+    def _send_artifacts(self, run_dir: Path, cursor: SyncCursor, everything: bool) -> None:
+        client = self.store.client
+        for path in _artifact_files(run_dir, everything):
+            stat = path.stat()
+            relative = path.relative_to(run_dir)
+            name, folder = str(relative), str(relative.parent)
+            if cursor.artifacts.get(name) == [stat.st_size, stat.st_mtime_ns]:
+                continue
+            artifact_path = None if folder == "." else folder
+            self.store.call(client.log_artifact, self.run_id, str(path), artifact_path)
+            cursor.artifacts[name] = [stat.st_size, stat.st_mtime_ns]
+            cursor.save(run_dir)
+
+    def _terminate(self, status: str) -> None:
+        self._ensure_run()
+        self.store.call(self.store.client.set_terminated, self.run_id, status)
+        self.status = status
+
+    def _start_monitor(self) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(
+            self.run_id, resume_logging=True, tracking_uri=self.tracking_uri
+        )
+        self._monitor.start()
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            self._guard("stop system metrics", monitor.finish)
+
+
+class NoTracker:
+    """The tracker of a cell submitted without a tracking URI: does nothing."""
+
+    def start(self) -> None:
+        pass
+
+    def sync(self, artifacts: bool = False) -> bool:
+        return True
+
+    def finish(self, status: str) -> bool:
+        return True
