@@ -6,10 +6,13 @@
     orchestrate resume [--grid NAME] [--failed] [--executor ...]
     orchestrate cancel [--grid NAME]
     orchestrate report [--grid NAME] [--out DIR]
+    orchestrate sync [--grid NAME]               send MLflow what it is missing
+    orchestrate ui [--port P] [--grid NAME] [--optuna STORAGE]
 
 The registry is ``<root>/registry.db`` (``--root``, default ``runs``), or ``--db URL`` /
-``$SSLIGHT_DB_URL`` for any SQLAlchemy URL. Exit codes: 0 success, 2 bad input (one message naming
-the file, key and problem), 1 failure.
+``$SSLIGHT_DB_URL`` for any SQLAlchemy URL. Cells are tracked in MLflow at ``--tracking-uri`` /
+``$MLFLOW_TRACKING_URI``, else ``<root>/mlflow.db``. Exit codes: 0 success, 2 bad input (one
+message naming the file, key and problem), 1 failure.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 # its subparser and sets ``handler`` (a function of the parsed args returning the exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cmd_report",
+    "orchestrator.cmd_sync",
+    "orchestrator.cmd_ui",
     "orchestrator.cmd_search",
     "orchestrator.cmd_export",
 )
@@ -41,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default="runs", help="where the default registry lives")
     common.add_argument("--db", help="registry URL (default: sqlite:///<root>/registry.db)")
+    common.add_argument(
+        "--tracking-uri",
+        help="MLflow store: server URL or SQLite file "
+        "(default: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     grid = commands.add_parser("grid", parents=[common], help="run a grid file's cells")
@@ -110,6 +120,12 @@ def _registry(args: argparse.Namespace):
     return registry
 
 
+def _tracking_uri(args: argparse.Namespace) -> str:
+    from orchestrator.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(args.tracking_uri, args.root)
+
+
 def _grid(args: argparse.Namespace) -> int:
     grid = load_grid(args.file, args.overrides, workdir=args.workdir)
     if args.dry_run:
@@ -129,6 +145,7 @@ def _grid(args: argparse.Namespace) -> int:
             grid.resources,
             args.executor,
             parallel=args.parallel,
+            tracking_uri=_tracking_uri(args),
         )
         print(
             f"grid {grid.name}: submitted {len(submitted)} of {len(grid.cells)} cells "
@@ -187,6 +204,7 @@ def _resume(args: argparse.Namespace) -> int:
                     args.executor,
                     statuses=statuses,
                     parallel=args.parallel,
+                    tracking_uri=_tracking_uri(args),
                 )
             )
         print(f"resumed {total} cells")

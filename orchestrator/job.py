@@ -47,6 +47,8 @@ class CellJob(submitit.helpers.Checkpointable):
     executor: str
     attempt_id: int | None = None
     threads: int | None = None
+    tracking_uri: str | None = None  # MLflow store of the cell's run; None: no tracking
+    tracking_tags: dict[str, str] | None = None  # extra MLflow tags (e.g. a search trial)
     _registry: Any = field(default=None, repr=False, compare=False)
     _preempted: bool = field(default=False, repr=False, compare=False)
 
@@ -81,22 +83,42 @@ class CellJob(submitit.helpers.Checkpointable):
             )
         registry.update_attempt(self.attempt_id, state="running", node=socket.gethostname())
         registry.set_status(self.key, "running")
+        tracker = self._tracker(registry)
+        tracker.start()
+
+        def on_stage(stage: str) -> None:
+            registry.set_stage(self.key, stage)
+            tracker.sync()  # the stages before this one have their results in result.json
+
         try:
             cfg = sslight.resolve(self.config, source=f"cell {self.key}")
-            result = sslight.run(cfg, on_stage=lambda stage: registry.set_stage(self.key, stage))
+            result = sslight.run(cfg, on_stage=on_stage, on_epoch=lambda _: tracker.sync())
         except BaseException as err:
             current = registry.run(self.key)
             if self._preempted or (current is not None and current.status == "cancelled"):
-                raise  # checkpoint() or `orchestrate cancel` has recorded why we stop
+                # checkpoint() or `orchestrate cancel` has recorded why we stop; a requeued
+                # job continues the same MLflow run
+                tracker.finish("RUNNING" if self._preempted else "KILLED")
+                raise
             tail = traceback.format_exc()[-ERROR_TAIL_CHARS:]
             registry.set_status(self.key, "failed", error=f"{type(err).__name__}: {err}")
             registry.finish_attempt(self.attempt_id, "failed", error_tail=tail)
+            tracker.finish("FAILED")
             raise
         registry.record_result(self.key, result)
         registry.set_status(self.key, "finished")
         registry.set_stage(self.key, None)
         registry.finish_attempt(self.attempt_id, "finished")
+        tracker.finish("FINISHED")
         return result
+
+    def _tracker(self, registry: Any) -> Any:
+        """The cell's MLflow tracker (one that does nothing without a tracking URI)."""
+        from orchestrator.tracking import CellTracker, NoTracker
+
+        if not self.tracking_uri:
+            return NoTracker()
+        return CellTracker(registry, self.key, self.tracking_uri, extra_tags=self.tracking_tags)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: close this attempt and requeue; training resumes from last.pt."""
@@ -106,7 +128,16 @@ class CellJob(submitit.helpers.Checkpointable):
             registry = self._open()
             registry.finish_attempt(self.attempt_id, "preempted")
             registry.set_status(self.key, "submitted")
-        requeued = CellJob(self.key, self.config, self.db_url, self.executor, None, self.threads)
+        requeued = CellJob(
+            self.key,
+            self.config,
+            self.db_url,
+            self.executor,
+            None,
+            self.threads,
+            self.tracking_uri,
+            self.tracking_tags,
+        )
         return submitit.helpers.DelayedSubmission(requeued)
 
     def __getstate__(self) -> dict[str, Any]:

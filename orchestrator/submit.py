@@ -18,6 +18,7 @@ from db import Registry
 from orchestrator.executors import local_parallelism, make_executor
 from orchestrator.grid import Grid, Resources
 from orchestrator.job import CellJob
+from orchestrator.tracking import registry_tracking_uri
 from sslight.config import config_to_dict
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,11 @@ def submit(
     executor_kind: str,
     statuses: tuple[str, ...] = ("pending", *RESUMABLE),
     parallel: int | None = None,
+    tracking_uri: str | None = None,
 ) -> list[Submission]:
     """Claim the ``cells`` in ``statuses`` and submit them; local jobs run ``parallel`` at a time
-    and this call waits for them, SLURM jobs go out as one array and it returns."""
+    and this call waits for them, SLURM jobs go out as one array and it returns. Each cell is
+    tracked in MLflow at ``tracking_uri`` (default: ``mlflow.db`` next to an SQLite registry)."""
     by_key = {c.key: c for c in cells}
     keys = registry.claim_for_submission(list(by_key), allowed_statuses=statuses)
     if not keys:
@@ -83,8 +86,16 @@ def submit(
     if executor_kind == "local":
         parallel = parallel or local_parallelism()
         threads = max(1, (os.cpu_count() or 1) // parallel)
+    tracking_uri = tracking_uri or registry_tracking_uri(registry.url, workdir)
     jobs = [
-        CellJob(key, by_key[key].config, registry.url, executor_kind, threads=threads)
+        CellJob(
+            key,
+            by_key[key].config,
+            registry.url,
+            executor_kind,
+            threads=threads,
+            tracking_uri=tracking_uri,
+        )
         for key in keys
     ]
     names = {key: by_key[key].name for key in keys}

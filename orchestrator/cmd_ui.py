@@ -1,0 +1,39 @@
+"""``orchestrate ui [--port P] [--grid NAME] [--optuna STORAGE]``: the web UIs on 127.0.0.1.
+
+Without ``--optuna`` it serves the MLflow tracking store (``<root>/mlflow.db``, or
+``--tracking-uri`` / ``$MLFLOW_TRACKING_URI``; a server URI is only printed) and prints the URL
+of the grid's experiment with ``--grid``. With ``--optuna`` it serves a search's Optuna storage
+(a JournalStorage file or an RDB URL) in optuna-dashboard. Runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from dashboards import ui
+    from orchestrator.tracking import resolve_tracking_uri
+
+    try:
+        if args.optuna:
+            return ui.optuna_dashboard(args.optuna, args.port or ui.OPTUNA_PORT)
+        uri = resolve_tracking_uri(args.tracking_uri, args.root)
+        return ui.mlflow_ui(uri, args.port or ui.MLFLOW_PORT, grid=args.grid)
+    except RuntimeError as err:  # the server did not come up; its log says why
+        print(f"orchestrate ui: {err}", file=sys.stderr)
+        return 1
+
+
+def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "ui", parents=[common], help="MLflow UI (or optuna-dashboard) on 127.0.0.1"
+    )
+    parser.add_argument("--port", type=int, help="default 5000 (MLflow) or 8080 (Optuna)")
+    parser.add_argument("--grid", help="print the URL of this grid's experiment")
+    parser.add_argument(
+        "--optuna", metavar="STORAGE", help="serve this Optuna storage (journal file or RDB URL)"
+    )
+    parser.set_defaults(handler=_ui)
