@@ -45,7 +45,7 @@ class Section:
 SectionBuilder = Callable[[Registry, GridView, Path], "Section | None"]
 SECTIONS: dict[str, SectionBuilder] = {}
 # Modules whose import registers more sections (each decorates its builders).
-SECTION_MODULES: tuple[str, ...] = ()
+SECTION_MODULES: tuple[str, ...] = ("dashboards.search_section",)
 
 
 def register_section(name: str) -> Callable[[SectionBuilder], SectionBuilder]:

@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             if todo <= 0 or (exhausted(study) and not counts.waiting):
                 break
             done_before = counts.complete + counts.pruned + counts.failed
-            _run_workers(registry, search, grid_id, args.executor, min(workers, todo))
+            count = min(workers, todo)
+            tracking = _tracking(args, registry, search)
+            _run_workers(registry, search, grid_id, args.executor, count, tracking)
             after = _reconciled(registry, search, study)
             if after.complete + after.pruned + after.failed == done_before:
                 log.error("search %s: a round of workers finished no trial", search.name)
@@ -109,14 +111,26 @@ def _reconciled(registry: Registry, search: Search, study: Any) -> Any:
     return tally(study)
 
 
-def _run_workers(registry: Registry, search: Search, grid_id: int, kind: str, count: int) -> None:
+def _tracking(args: argparse.Namespace, registry: Registry, search: Search) -> str:
+    """Where the trials' MLflow runs go: ``--tracking-uri``, else beside the registry."""
+    from orchestrator.tracking import registry_tracking_uri, resolve_tracking_uri
+
+    if getattr(args, "tracking_uri", None):
+        return resolve_tracking_uri(args.tracking_uri, args.root)
+    return registry_tracking_uri(registry.url, search.workdir)
+
+
+def _run_workers(
+    registry: Registry, search: Search, grid_id: int, kind: str, count: int, tracking_uri: str
+) -> None:
     """Start ``count`` workers and wait until every one has ended."""
     from orchestrator.search_worker import SearchWorker
 
     executor = make_executor(kind, Path(search.workdir) / "jobs", search.resources)
     threads = max(1, (os.cpu_count() or 1) // count) if kind == "local" else None
     workers = [
-        SearchWorker(search.to_spec(), grid_id, registry.url, kind, threads) for _ in range(count)
+        SearchWorker(search.to_spec(), grid_id, registry.url, kind, threads, tracking_uri)
+        for _ in range(count)
     ]
     if kind == "slurm":
         with executor.batch():

@@ -10,6 +10,7 @@ interrupted or preempted queues its trial again before it goes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -80,6 +81,7 @@ class _Running:
     number: int
     key: str
     attempt_id: int
+    tracker: Any  # the trial's MLflow run (``orchestrator.tracking.CellTracker``)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class SearchWorker(submitit.helpers.Checkpointable):
     db_url: str
     executor: str
     threads: int | None = None
+    tracking_uri: str | None = None  # MLflow store of the trials' runs; None: no tracking
     _registry: Any = field(default=None, repr=False, compare=False)
     _study: Any = field(default=None, repr=False, compare=False)
     _running: _Running | None = field(default=None, repr=False, compare=False)
@@ -164,10 +167,12 @@ class SearchWorker(submitit.helpers.Checkpointable):
         registry.set_status(key, "running")
         trial.set_user_attr("registry_key", key)
         trial.set_user_attr("output_dir", output_dir)
-        self._running = _Running(trial.number, key, attempt)
+        tracker = self._tracker(search, key, trial.number, params)
+        self._running = _Running(trial.number, key, attempt, tracker)
         log.info("trial %d (%s): %s", trial.number, output_dir, params)
 
         def on_epoch(summary: dict[str, Any]) -> None:
+            tracker.sync()
             if summary.get("knn_top1") is None:
                 return
             epoch = int(summary["epoch"]) + 1
@@ -184,16 +189,36 @@ class SearchWorker(submitit.helpers.Checkpointable):
             cause = err.__cause__ if isinstance(err.__cause__, optuna.TrialPruned) else err
             if isinstance(cause, optuna.TrialPruned):
                 self._pruned(study, trial, key, attempt, str(cause))
+                tracker.finish("FINISHED")
             else:
                 self._failed(study, trial, key, attempt, f"{type(err).__name__}: {err}")
+                tracker.finish("FAILED")
         else:
             value = result.get(search.objective)
             if value is None:
                 message = f"result.json has no {search.objective}"
                 self._failed(study, trial, key, attempt, message)
+                tracker.finish("FAILED")
             else:
                 self._complete(study, trial, key, attempt, result, float(value))
+                tracker.finish("FINISHED")
         self._running = None
+
+    def _tracker(self, search: Search, key: str, number: int, params: dict[str, Any]) -> Any:
+        """The trial's MLflow run, tagged with the study, trial number and parameters."""
+        from orchestrator.tracking import CellTracker, NoTracker
+
+        if not self.tracking_uri:
+            return NoTracker()
+        tags = {
+            "search": search.name,
+            "trial": str(number),
+            "params": json.dumps(params, sort_keys=True),
+            **{f"param.{name}": str(value) for name, value in params.items()},
+        }
+        tracker = CellTracker(self._registry, key, self.tracking_uri, extra_tags=tags)
+        tracker.start()
+        return tracker
 
     def _heartbeat(self, search: Search, storage: Any, study: optuna.Study, trial: optuna.Trial):
         from contextlib import nullcontext
@@ -256,11 +281,14 @@ class SearchWorker(submitit.helpers.Checkpointable):
             note = f"{reason}; retried as trial {retry}" if retry is not None else reason
             registry.set_status(running.key, "cancelled", error=note)
             registry.finish_attempt(running.attempt_id, reason)
+            running.tracker.finish("KILLED")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: queue the running trial again and requeue the worker."""
         self.abandon("preempted")
-        fresh = SearchWorker(self.spec, self.grid_id, self.db_url, self.executor, self.threads)
+        fresh = SearchWorker(
+            self.spec, self.grid_id, self.db_url, self.executor, self.threads, self.tracking_uri
+        )
         return submitit.helpers.DelayedSubmission(fresh)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -221,3 +221,36 @@ def test_bad_search_input_exits_2_with_one_message(tmp_path, capsys, changes, ke
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and f": {key}: " in err[0] and says in err[0]
     assert not (tmp_path / "runs" / "views" / "study.journal").exists()
+
+
+def test_the_report_section_shows_best_vs_references_importances_and_history(tmp_path):
+    from dashboards.search_section import search_section
+    from orchestrator.cmd_search import register_search
+    from orchestrator.search import load_search
+    from orchestrator.search_study import open_study
+
+    search = load_search(_search(tmp_path))
+    with _registry(tmp_path) as registry:
+        register_search(registry, search)
+        study = open_study(search, registry)  # trials 0 and 1: the queued reference points
+        distributions = {n: p.distribution() for n, p in search.space.items()}
+        finished = [(BASELINE, 60.0, "baseline"), (SSLIGHT, 62.0, "sslight")]
+        for i, s in enumerate((0.2, 0.25, 0.35, 0.45)):
+            finished.append(
+                ({**SSLIGHT, "scale_boundary": s, "local_number": 2 + i}, 60 + 10 * s, "")
+            )
+        for params, value, label in finished:  # trials 2..7, as workers would leave them
+            attrs = {"reference": label} if label else {}
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params, distributions=distributions, value=value, user_attrs=attrs
+                )
+            )
+        [grid] = [g for g in registry.grids() if g.name == "views"]
+        section = search_section(registry, grid, tmp_path / "report")
+    assert section is not None and "best: trial 7, knn_top1 64.5" in section.markdown
+    assert "baseline: trial 2, knn_top1 60.0; best is +4.5 points" in section.markdown
+    assert "sslight: trial 3, knn_top1 62.0; best is +2.5 points" in section.markdown
+    assert [p.name for p in section.images] == ["views-history.png", "views-importance.png"]
+    assert all(p.stat().st_size > 0 for p in section.images)
+    assert section.markdown.count("\n| ") == 2 + len(study.trials)  # header, rule, a row each
