@@ -22,6 +22,7 @@ BASE_AXES = ("method", "backbone")
 POLICY = "views.policy"
 POLICY_ORDER = ("baseline", "sslight")  # before any other policy; Δ is SSLight − baseline
 COLLAPSED = "collapsed"
+ACTIVE = ("pending", "submitted", "running")  # runs that may still produce a value
 NOT_RUN = "not run"  # a finished run whose stages do not include the metric's
 
 
@@ -71,6 +72,7 @@ class Stat:
 
     values: tuple[float, ...] = ()
     missing: tuple[str, ...] = ()
+    collapsed: int = 0  # how many of the values come from runs flagged as collapsed
 
     @property
     def n(self) -> int:
@@ -156,18 +158,26 @@ def label_of(config: dict[str, Any], axis: str) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def collapse_note(run: RunView) -> str | None:
+    """``collapsed at epoch N`` (N from 1, as the logs count) when the run was flagged."""
+    collapse = (run.result or {}).get("collapse")
+    if not collapse:
+        return None
+    epoch = collapse.get("epoch") if isinstance(collapse, dict) else None
+    return COLLAPSED if not isinstance(epoch, int) else f"{COLLAPSED} at epoch {epoch + 1}"
+
+
 def outcome(run: RunView, metric: Metric) -> float | str:
-    """The run's value of ``metric``, or why it has none: its status, collapsed or not run."""
+    """The run's value of ``metric``, or why it has none: its status, collapse or ``not run``."""
     result = run.result or {}
-    collapse = result.get("collapse")
-    if collapse:
-        epoch = collapse.get("epoch") if isinstance(collapse, dict) else None
-        return COLLAPSED if epoch is None else f"{COLLAPSED} at epoch {epoch}"
     for key in metric.keys:
         value = result.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    return NOT_RUN if run.status == "finished" else run.status
+    collapsed = collapse_note(run)
+    if collapsed and run.status in ACTIVE:
+        return f"{run.status}, {collapsed}"
+    return collapsed or (NOT_RUN if run.status == "finished" else run.status)
 
 
 def _has(run: RunView, metric: Metric) -> bool:
@@ -185,10 +195,11 @@ def planned(run: RunView, metric: Metric) -> bool:
 
 
 def _stat(runs: Sequence[RunView], metric: Metric) -> Stat:
-    found = [outcome(run, metric) for run in runs if planned(run, metric)]
+    found = [(outcome(run, metric), run) for run in runs if planned(run, metric)]
     return Stat(
-        tuple(v for v in found if isinstance(v, float)),
-        tuple(v for v in found if isinstance(v, str)),
+        tuple(v for v, _ in found if isinstance(v, float)),
+        tuple(v for v, _ in found if isinstance(v, str)),
+        sum(isinstance(v, float) and collapse_note(run) is not None for v, run in found),
     )
 
 

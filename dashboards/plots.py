@@ -130,7 +130,7 @@ def bars_figure(data: TableData, path: Path) -> Path:
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     handles = _legend(data)
-    ncols = max(1, min(len(handles), int(width / 2.1)))
+    ncols = max(1, min(len(handles), int(width / 1.8)))
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=8)
     fig.suptitle(data.title, fontsize=11)
     return _save(fig, path)
@@ -162,6 +162,9 @@ def _bars_panel(ax, rows: list[Row], policies: Sequence[str]) -> None:
             if stat.n:
                 ax.bar(pos, stat.mean, step, color=colour, yerr=stat.std, capsize=3)
                 top = max(top, stat.mean + (stat.std or 0.0))
+                if stat.collapsed:
+                    ax.text(pos, stat.mean + (stat.std or 0.0), " collapsed", rotation=90,
+                            ha="center", va="bottom", fontsize=7, color="#b3261e")  # fmt: skip
             else:
                 ax.text(
                     pos,

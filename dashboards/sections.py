@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboards.collect import collapse_note
 from db import GridView, Registry
 
 
@@ -72,10 +73,10 @@ def problems(registry: Registry, grid: GridView, out_dir: Path) -> Section | Non
     """Cells that failed, were lost or collapsed, with the first line of why."""
     lines: list[tuple[str, str, str]] = []
     for run in registry.runs(grid_name=grid.name):
-        collapse = (run.result or {}).get("collapse")
-        if collapse:
-            reason = collapse.get("reason", "") if isinstance(collapse, dict) else str(collapse)
-            lines.append((run.name, "collapsed", str(reason)))
+        collapse, note = (run.result or {}).get("collapse"), collapse_note(run)
+        if note:
+            reason = collapse.get("reason", "") if isinstance(collapse, dict) else ""
+            lines.append((run.name, note, str(reason)))
         elif run.status in ("failed", "lost"):
             error = (run.error or "").strip().splitlines()
             lines.append((run.name, run.status, error[0] if error else ""))

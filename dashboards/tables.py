@@ -10,7 +10,7 @@ import html
 from collections import Counter
 from dataclasses import dataclass
 
-from dashboards.collect import Row, Stat, TableData
+from dashboards.collect import COLLAPSED, Row, Stat, TableData
 
 POLICY_TITLES = {"baseline": "baseline", "sslight": "SSLight"}
 NONE = "—"  # no such cell in the grid, or nothing to compare
@@ -40,18 +40,23 @@ def _states(missing: tuple[str, ...]) -> str:
 
 
 def format_stat(stat: Stat) -> Cell:
-    """``66.2``, ``66.2 ± 0.4 (n=2)``, ``66.2 (n=1; 1 running)``, or the runs' state."""
+    """``66.2``, ``66.2 ± 0.4 (n=2)``, ``66.2 (n=1; 1 running)``, ``8.2 (collapsed)``, or the
+    runs' state."""
     if not stat.n:
         if not stat.missing:
             return Cell(NONE, "none")
-        bad = any(s.startswith(BAD_STATES) for s in stat.missing)
+        bad = any(s.startswith(BAD_STATES) or COLLAPSED in s for s in stat.missing)
         return Cell(_states(stat.missing), "state bad" if bad else "state")
     text = f"{stat.mean:.1f}"
     if stat.std is not None:
         text += f" ± {stat.std:.1f}"
-    if stat.n > 1 or stat.missing:
-        text += f" (n={stat.n}" + (f"; {_states(stat.missing)})" if stat.missing else ")")
-    return Cell(text)
+    extras = [f"n={stat.n}"] if stat.n > 1 or stat.missing else []
+    if stat.collapsed:
+        extras.append(COLLAPSED if stat.n == 1 else f"{stat.collapsed} {COLLAPSED}")
+    if stat.missing:
+        extras.append(_states(stat.missing))
+    text += f" ({'; '.join(extras)})" if extras else ""
+    return Cell(text, "number bad" if stat.collapsed else "number")
 
 
 def signed(value: float) -> str:

@@ -12,7 +12,9 @@ import yaml
 from PIL import Image
 from tiny import TINY_RUN
 
+from dashboards.collect import Stat
 from dashboards.sections import SECTIONS, Section
+from dashboards.tables import format_stat
 from db import open_registry, resolve_url
 from orchestrator.cli import main
 
@@ -79,7 +81,7 @@ def paper_grid(tmp_path: Path) -> Path:
         registry.set_status(cells[5]["key"], "failed", error="DataRootError: /nonexistent")
         registry.set_status(cells[6]["key"], "failed", error="CollapseError: teacher entropy")
         registry.record_result(
-            cells[6]["key"], {"knn_top1": 9.0, "collapse": {"epoch": 3, "reason": "entropy"}}
+            cells[6]["key"], {"knn_top1": 9.0, "collapse": {"epoch": 2, "reason": "entropy"}}
         )
         registry.set_status(cells[7]["key"], "running", stage="linear")
         registry.record_result(cells[7]["key"], {"knn_top1": 30.0})
@@ -135,9 +137,9 @@ def test_pretraining_table_aggregates_seeds_with_deltas_paper_numbers_floors_and
     )
     assert mnv2["paper (baseline → SSLight)"] == "66.2 → 68.3 (+2.1)"
     swav_knn = _row(rows, "swav", "mobilenet_v2", "k-NN top-1")
-    assert swav_knn["baseline"] == "collapsed at epoch 3" and swav_knn["SSLight"] == "30.0"
+    assert swav_knn["baseline"] == "9.0 (collapsed)" and swav_knn["SSLight"] == "30.0"
     swav_linear = _row(rows, "swav", "mobilenet_v2", "linear top-1")
-    assert swav_linear["SSLight"] == "running"
+    assert (swav_linear["baseline"], swav_linear["SSLight"]) == ("collapsed at epoch 3", "running")
     assert swav_linear["floors (random-init / pixels)"] == "—"
 
 
@@ -177,6 +179,13 @@ def test_box_ap_prefers_the_segmentation_stage_and_extra_axes_become_columns(tmp
     assert [(r["train.epochs"], r["SSLight"]) for r in box] == [("1", "10.0"), ("3", "20.0")]
     assert box[0]["paper (baseline → SSLight)"] == "30.9 → 32.1 (+1.2)"
     assert "Δ" not in box[0]  # one policy only: nothing to subtract
+
+
+def test_a_cell_says_how_many_seeds_it_averages_and_which_collapsed_or_are_missing():
+    assert format_stat(Stat((8.0, 9.0), (), collapsed=1)).text == "8.5 ± 0.7 (n=2; 1 collapsed)"
+    assert format_stat(Stat((60.0,), ("running",))).text == "60.0 (n=1; running)"
+    assert format_stat(Stat((), ("failed", "failed", "pending"))).text == "2 failed, pending"
+    assert format_stat(Stat()).text == "—"  # no such cell in the grid
 
 
 def _images(html: str) -> list[bytes]:
@@ -238,6 +247,7 @@ def test_all_grids_go_to_the_root_and_a_search_grid_shows_only_its_sections(
     assert "## Grid `paper`" in paper and "### Pretraining" in paper
     assert "### Pretraining" not in search and "### Search\n\nbest: lr=0.1" in search
     assert "### Cells that need attention" in paper and "DataRootError" in paper
+    assert "`swav-mobilenet_v2-baseline-s0`: collapsed at epoch 3 — entropy" in paper
     assert "](importance.png)" in search and str(tmp_path / "all" / "report.html") in out
     assert len(_images((tmp_path / "all" / "report.html").read_text())) == 4
 
