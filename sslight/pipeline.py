@@ -195,3 +195,6 @@ def run(
         run_dir.update_result(update)
         log.info("stage %s: done in %.1fs", name, time.time() - started)
     return run_dir.read_result()
+
+
+from sslight.evaluation import detection as _detection  # noqa: E402, F401  (registers its stages)

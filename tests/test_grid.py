@@ -65,6 +65,7 @@ TABLE1_CELLS = [
 @pytest.fixture
 def imagenet(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("IMAGENET_ROOT", IMAGENET)
+    monkeypatch.setenv("COCO_ROOT", "/data/coco")
     monkeypatch.delenv("IMAGENET_SEMI_SPLITS", raising=False)
     monkeypatch.delenv("SLURM_PARTITION", raising=False)
     return IMAGENET
@@ -173,7 +174,10 @@ def test_table2_is_dino_cnns_with_semi_supervised_stages(imagenet: str) -> None:
     ]
     for cell in grid.cells:
         cfg = cell.config
-        assert cfg.stages == ["pretrain", "knn", "linear", "semi_1", "semi_10"]
+        assert cfg.stages[:5] == ["pretrain", "knn", "linear", "semi_1", "semi_10"]
+        assert cfg.stages[5:] == ["detection", "segmentation"]
+        assert cfg.eval.detection.data_root == "/data/coco"
+        assert (cfg.eval.detection.max_iters, cfg.eval.detection.steps) == (90000, [60000, 80000])
         assert (cfg.eval.semi.fractions, cfg.eval.semi.epochs) == ([0.01, 0.1], [60, 30])
         assert not cfg.eval.semi.split_dir  # stratified subsets unless IMAGENET_SEMI_SPLITS
     assert grid.resources.gpus_per_node == 8

@@ -192,12 +192,64 @@ class SemiConfig(StrictModel):
         return self
 
 
+class DetectionConfig(StrictModel):
+    """COCO transfer: Faster R-CNN (stage ``detection``) / Mask R-CNN (``segmentation``) + FPN.
+
+    Defaults are the seed repo's Detectron2 1x schedule: 90k iterations at batch 16, SGD lr 0.02,
+    momentum 0.9, wd 1e-4 (0 on norm layers), ×``gamma`` at ``steps``, linear warmup from
+    ``warmup_factor`` over 1000 iterations; shorter side 640–800 px (train) / 800 (test), ≤ 1333.
+    BatchNorm trains on the whole batch (the stage runs in one process, so this is what the
+    seed's SyncBN computes); ``freeze_bn`` keeps the pretrained statistics and affine parameters
+    instead (FrozenBatchNorm2d, standard at a few images per batch). ``data_root``: a COCO
+    root (``annotations/instances_<split>.json`` + ``<split>/``), or unset / ``synthetic`` for
+    Fashion-MNIST items on ``synthetic_canvas_size`` px canvases (splits ``train``/``val``)."""
+
+    data_root: str | None = None
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    val_images: int | None = Field(default=None, ge=1)  # evaluate on the first N only
+    max_iters: int = Field(default=90000, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    base_lr: float = Field(default=0.02, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    steps: list[int] = Field(default_factory=lambda: [60000, 80000])
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    warmup_iters: int = Field(default=1000, ge=0)
+    warmup_factor: float = Field(default=0.001, gt=0, le=1)
+    min_size_train: list[int] = Field(default_factory=lambda: [640, 672, 704, 736, 768, 800])
+    min_size_test: int = Field(default=800, ge=8)
+    max_size: int = Field(default=1333, ge=8)
+    freeze_bn: bool = False
+    rpn_batch_size_per_image: int = Field(default=256, ge=1)
+    roi_batch_size_per_image: int = Field(default=512, ge=1)
+    rpn_proposals_test: int = Field(default=1000, ge=1)  # per image, after NMS
+    detections_per_image: int = Field(default=100, ge=1)
+    checkpoint_every_iters: int = Field(default=5000, ge=1)
+    synthetic_canvas_size: int = Field(default=128, ge=32, le=1024)
+    synthetic_images: tuple[int, int] = (2000, 500)  # train, val
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> DetectionConfig:
+        if any(not 0 < step < self.max_iters for step in self.steps) or self.steps != sorted(
+            self.steps
+        ):
+            raise ValueError(
+                f"steps {self.steps} must increase and lie in (0, max_iters={self.max_iters}); "
+                f"set steps with max_iters (1x: [60000, 80000] of 90000)"
+            )
+        if self.warmup_iters > self.max_iters:
+            raise ValueError(f"warmup_iters {self.warmup_iters} exceeds max_iters {self.max_iters}")
+        return self
+
+
 class EvalConfig(StrictModel):
     knn: KnnConfig = Field(default_factory=KnnConfig)
     linear: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
     semi: SemiConfig = Field(default_factory=SemiConfig)
     # k-NN and linear also score a random-init backbone and raw pixels (evaluation/floors.py)
     floors: bool = True
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
 
 
 class InitConfig(StrictModel):

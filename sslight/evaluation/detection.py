@@ -1,0 +1,101 @@
+"""The ``detection`` and ``segmentation`` stages of ``sslight run`` (the paper's COCO columns).
+
+``detection`` fine-tunes Faster R-CNN + FPN, ``segmentation`` Mask R-CNN + FPN, both starting
+from the run's pretrained backbone (the method's evaluated one, see
+``sslight.pipeline.load_eval_backbone``), on the COCO-format root of ``eval.detection.data_root``
+(unset or ``synthetic``: Fashion-MNIST items on canvases, made on first use). Results, in percent:
+``detection_box_ap``/``_ap50``/``_ap75``; ``segmentation_box_ap``, ``segmentation_mask_ap``/
+``_ap50``/``_ap75``. Training checkpoints go to ``checkpoints/<stage>/`` (the stage resumes from
+there) and its loss log to ``<stage>_log.jsonl``.
+
+The stage runs in one process (rank 0 of a run); see ``DetectionConfig`` for BatchNorm handling.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslight.data.coco import CocoDetection
+from sslight.data.synthetic_coco import ensure_synthetic_coco
+from sslight.evaluation.coco_eval import coco_ap, predict
+from sslight.evaluation.detection_model import FPN_BUILDERS, build_detector
+from sslight.evaluation.detection_train import train_detector
+from sslight.pipeline import STAGES, load_eval_backbone
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic"
+
+
+def detection_data(det: Any, masks: bool) -> tuple[CocoDetection, CocoDetection]:
+    """Train and val splits of ``eval.detection.data_root`` (the synthetic set when unset)."""
+    if det.data_root in (None, "", SYNTHETIC):
+        root = ensure_synthetic_coco(det.synthetic_canvas_size, tuple(det.synthetic_images))
+        splits = ("train", "val")
+    else:
+        root, splits = Path(det.data_root).expanduser(), (det.train_split, det.val_split)
+    train = CocoDetection(root, splits[0], masks=masks, train=True)
+    val = CocoDetection(root, splits[1], masks=masks, train=False, max_images=det.val_images)
+    if val.category_ids != train.category_ids:
+        raise ValueError(f"{root}: the {splits[1]} categories differ from the {splits[0]} ones")
+    if not val.coco.getAnnIds(imgIds=val.image_ids):
+        raise ValueError(f"{val.annotation_file}: no annotation on the evaluated images")
+    return train, val
+
+
+def transfer(
+    backbone: nn.Module, cfg: Any, run_dir: Path, device: torch.device, *, masks: bool
+) -> dict[str, float]:
+    """Fine-tune an R-CNN on ``backbone`` (used in place) and return its COCO APs in percent."""
+    det, stage = cfg.eval.detection, "segmentation" if masks else "detection"
+    if cfg.backbone not in FPN_BUILDERS:
+        raise ValueError(
+            f"stage {stage!r} needs a CNN backbone ({', '.join(FPN_BUILDERS.names())}), "
+            f"got {cfg.backbone!r}"
+        )
+    train, val = detection_data(det, masks)
+    torch.manual_seed(cfg.seed)  # the heads' initialisation
+    model = build_detector(backbone, cfg.backbone, train.num_classes, det, masks=masks)
+    model.to(device)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_detector(
+        model,
+        train,
+        det,
+        seed=cfg.seed,
+        workers=cfg.data.num_workers,
+        device=device,
+        checkpoint_dir=run_dir / "checkpoints" / stage,
+        log_file=run_dir / f"{stage}_log.jsonl",
+        log_every=cfg.train.log_every_steps,
+    )
+    model.transform.min_size = (det.min_size_test,)
+    results = predict(model, val, device, det.batch_size, cfg.data.num_workers)
+    box = coco_ap(val, results, "bbox")
+    if not masks:
+        return {f"detection_box_{name}": value for name, value in box.items()}
+    mask = coco_ap(val, results, "segm")
+    return {
+        "segmentation_box_ap": box["ap"],
+        **{f"segmentation_mask_{name}": value for name, value in mask.items()},
+    }
+
+
+@STAGES.register("detection")
+def detection_stage(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, float]:
+    """Faster R-CNN + FPN from the pretrained backbone: box AP, AP50, AP75."""
+    backbone = load_eval_backbone(cfg, run_dir, device)
+    return transfer(backbone, cfg, run_dir, device, masks=False)
+
+
+@STAGES.register("segmentation")
+def segmentation_stage(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, float]:
+    """Mask R-CNN + FPN from the pretrained backbone: box AP and mask AP, AP50, AP75."""
+    backbone = load_eval_backbone(cfg, run_dir, device)
+    return transfer(backbone, cfg, run_dir, device, masks=True)
