@@ -254,3 +254,25 @@ def test_the_report_section_shows_best_vs_references_importances_and_history(tmp
     assert [p.name for p in section.images] == ["views-history.png", "views-importance.png"]
     assert all(p.stat().st_size > 0 for p in section.images)
     assert section.markdown.count("\n| ") == 2 + len(study.trials)  # header, rule, a row each
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pruner", "kinds"),
+    [
+        ("tpe", "median", ("TPESampler", "MedianPruner")),
+        ({"kind": "grid", "seed": 0}, "hyperband", ("GridSampler", "HyperbandPruner")),
+        ({"kind": "cmaes", "seed": 0}, "none", ("CmaEsSampler", "NopPruner")),
+    ],
+)
+def test_each_sampler_and_pruner_can_be_chosen(tmp_path, sampler, pruner, kinds):
+    from orchestrator.search import load_search
+
+    finite = {
+        **SPACE,
+        "scale_boundary": {"choices": [0.14, 0.3]},
+        "global_global": {"choices": [2 / 14, 0.4]},
+    }
+    search = load_search(_search(tmp_path, sampler=sampler, pruner=pruner, space=finite))
+    made = (type(search.make_sampler()).__name__, type(search.make_pruner()).__name__)
+    assert made == kinds
+    assert search.references["baseline"]["global_global"] == 2 / 14
