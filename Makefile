@@ -9,7 +9,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
 SLURM_CONF_DEFAULT := /var/tmp/sslight-slurm/etc/slurm.conf
 
-.PHONY: install data slurm postgres browser demo test lint format clean
+.PHONY: install data slurm postgres browser demo test bench lint format clean
 
 install: $(STAMP)
 
@@ -53,6 +53,12 @@ browser:
 test: install data slurm postgres browser
 	@if [ -z "$$SLURM_CONF" ] && [ -f $(SLURM_CONF_DEFAULT) ]; then export SLURM_CONF=$(SLURM_CONF_DEFAULT); fi; \
 	$(PY) -m pytest -q
+
+# Benchmarks side by side with lightly (installed for this only): benchmarks/results/<device>.*
+# BENCH_ARGS, e.g. "--quick", "--only augment,orchestration", "--threads 1".
+bench: install data
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check .
