@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from dashboards import collect, plots, tables
 from dashboards.sections import Section, sections
 from db import GridView, Registry, RunView, mask_url
 
+log = logging.getLogger(__name__)
 CELL_CURVES = Path("report") / "training_curves.png"  # under each run's output_dir
 TABLES = (
     (collect.PRETRAINING, "Pretraining: linear and k-NN top-1", "pretraining"),
@@ -69,7 +71,14 @@ def grid_report(registry: Registry, grid: GridView, out_dir: Path) -> Part:
         _paper_tables(part, grid, runs, out_dir)
         _curves(part, grid, runs, out_dir)
     for name, build in sections().items():
-        section = build(registry, grid, out_dir)
+        try:
+            section = build(registry, grid, out_dir)
+        except Exception as err:  # one broken section must not cost the rest of the report
+            log.warning("report section %r of grid %s failed", name, grid.name, exc_info=True)
+            text = f"The {name!r} section could not be written: {type(err).__name__}: {err}"
+            section = Section(
+                f"Section {name!r} failed", text + "\n", f"<p>{html.escape(text)}</p>"
+            )
         if section is not None:
             _add_section(part, section, out_dir, name)
     return part

@@ -12,8 +12,9 @@ import yaml
 from PIL import Image
 from tiny import TINY_RUN
 
+from dashboards import sections
 from dashboards.collect import Stat
-from dashboards.sections import SECTIONS, Section
+from dashboards.sections import Section
 from dashboards.tables import format_stat
 from db import open_registry, resolve_url
 from orchestrator.cli import main
@@ -236,7 +237,15 @@ def test_all_grids_go_to_the_root_and_a_search_grid_shows_only_its_sections(
         Image.new("RGB", (40, 30), "white").save(image)
         return Section("Search", "best: lr=0.1\n", "<p>best: lr=0.1</p>", (image,))
 
-    monkeypatch.setitem(SECTIONS, "search", search_section)
+    def broken_section(registry, grid, out_dir):
+        raise RuntimeError("storage unreachable")
+
+    monkeypatch.setattr(sections, "SECTION_MODULES", ())  # only the sections of this test
+    monkeypatch.setattr(
+        sections,
+        "SECTIONS",
+        {"problems": sections.problems, "search": search_section, "broken": broken_section},
+    )
     cells = [_cell(tmp_path, "dino", "resnet18", "sslight", seed=s) for s in (7, 8)]
     with _register(tmp_path, "views_search", cells, spec={"kind": "search"}) as registry:
         registry.set_status(cells[0]["key"], "finished")
@@ -249,6 +258,7 @@ def test_all_grids_go_to_the_root_and_a_search_grid_shows_only_its_sections(
     assert "### Cells that need attention" in paper and "DataRootError" in paper
     assert "`swav-mobilenet_v2-baseline-s0`: collapsed at epoch 3 — entropy" in paper
     assert "](importance.png)" in search and str(tmp_path / "all" / "report.html") in out
+    assert "### Section 'broken' failed" in search and "RuntimeError: storage unreachable" in search
     assert len(_images((tmp_path / "all" / "report.html").read_text())) == 4
 
     assert main(["report", "--root", str(paper_grid)]) == 0  # default: <root>/report
