@@ -1,8 +1,10 @@
 """Multi-crop augmentation recipes (DINO, SwAV, MoCo-v2) on uint8 image tensors.
 
-Every view: bicubic RandomResizedCrop → flip → colour jitter → grayscale → blur (→ solarize),
-then float32 in [0, 1] and ImageNet normalisation. The recipes follow the original papers'
-code (DINO ``main_dino.DataAugmentationDINO``, SwAV ``MultiCropDataset``, MoCo-v2 ``aug_plus``).
+Every view: bicubic RandomResizedCrop → flip on the uint8 image, then float32 in [0, 1] →
+colour jitter → grayscale → blur (→ solarize) → ImageNet normalisation. The colour operations run
+on floats: one conversion per view instead of a uint8 round trip (and rounding) per operation.
+The recipes follow the original papers' code (DINO ``main_dino.DataAugmentationDINO``, SwAV
+``MultiCropDataset``, MoCo-v2 ``aug_plus``).
 """
 
 from __future__ import annotations
@@ -69,11 +71,12 @@ def view_pipeline(
                 antialias=True,
             ),
             T.RandomHorizontalFlip(p=0.5),
+            T.ToDtype(torch.float32, scale=True),
             *_maybe(T.ColorJitter(brightness, contrast, saturation, hue), jitter_p),
             T.RandomGrayscale(p=grayscale_p),
             *_maybe(T.GaussianBlur(blur_kernel_size(crop.size), sigma=BLUR_SIGMA), blur_p),
-            *([T.RandomSolarize(SOLARIZE_THRESHOLD, p=solarize_p)] if solarize_p > 0 else []),
-            *_to_normalised_float(),
+            *([T.RandomSolarize(SOLARIZE_THRESHOLD / 255, p=solarize_p)] if solarize_p > 0 else []),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
 
