@@ -53,6 +53,7 @@ MLFLOW_STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLE
 ARTIFACT_FILES = ("config.yaml", "result.json")
 ARTIFACT_DIRS = ("export",)
 REPORT_GLOB = "report/*.png"
+BACKOFF_MIN_S, BACKOFF_MAX_S = 30.0, 900.0
 
 
 def _artifact_files(run_dir: Path, everything: bool) -> list[Path]:
@@ -91,6 +92,8 @@ class CellTracker:
         self.status: str | None = None  # the MLflow run's status as last seen
         self._monitor: Any = None
         self.last_error: str | None = None
+        self._backoff_s = 0.0
+        self._quiet_until = 0.0  # time.monotonic() before which sync() does not try
 
     # -- public API: never raises --------------------------------------------------------
 
@@ -101,16 +104,20 @@ class CellTracker:
             self._guard("start system metrics", self._start_monitor)
             self.sync()
 
-    def sync(self, artifacts: bool = False) -> bool:
+    def sync(self, artifacts: bool = False, force: bool = False) -> bool:
         """Send the metrics.jsonl lines and result.json values MLflow does not have yet (and,
-        with ``artifacts``, every artifact); return whether it worked. Never raises."""
+        with ``artifacts``, every artifact); return whether it worked. Never raises. After a
+        failure, calls within a growing back-off (30 s .. 15 min) return False at once unless
+        ``force``: a server that hangs costs its timeout now and then, not every epoch."""
+        if not force and time.monotonic() < self._quiet_until:
+            return False
         return self._guard("sync", self._sync, artifacts)
 
     def finish(self, status: str) -> bool:
         """Final sync with artifacts, stop system metrics and end the run with ``status``
         ("RUNNING" leaves it open); return whether it worked. Never raises."""
         self._stop_monitor()
-        if not self.sync(artifacts=True):
+        if not self.sync(artifacts=True, force=True):
             return False
         if status == "RUNNING" or status == self.status:
             return True
@@ -124,6 +131,8 @@ class CellTracker:
         except Exception as err:  # tracking must never stop training
             short = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
             first = self.last_error is None  # warn once per outage, not every epoch
+            self._backoff_s = min(max(2 * self._backoff_s, BACKOFF_MIN_S), BACKOFF_MAX_S)
+            self._quiet_until = time.monotonic() + self._backoff_s
             self.last_error = f"{type(err).__name__}: {short}"
             log.log(
                 logging.WARNING if first else logging.DEBUG,
@@ -137,7 +146,7 @@ class CellTracker:
             return False
         if self.last_error is not None:
             log.info("mlflow %s for cell %s at %s works again", what, self.key, self.tracking_uri)
-        self.last_error = None
+        self.last_error, self._backoff_s, self._quiet_until = None, 0.0, 0.0
         return True
 
     def _cell(self) -> Any:
@@ -263,7 +272,10 @@ class CellTracker:
     def _stop_monitor(self) -> None:
         if self._monitor is not None:
             monitor, self._monitor = self._monitor, None
-            self._guard("stop system metrics", monitor.finish)
+            try:
+                monitor.finish()
+            except Exception as err:  # its last samples are lost, nothing else
+                log.debug("stopping system metrics of cell %s: %s", self.key, err)
 
 
 class NoTracker:
@@ -272,7 +284,7 @@ class NoTracker:
     def start(self) -> None:
         pass
 
-    def sync(self, artifacts: bool = False) -> bool:
+    def sync(self, artifacts: bool = False, force: bool = False) -> bool:
         return True
 
     def finish(self, status: str) -> bool:
