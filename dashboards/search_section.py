@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dashboards.sections import Section, register_section
 from db import GridView, Registry
@@ -122,6 +123,7 @@ def history_figure(study: Any, objective: str, path: Path) -> Path | None:
     for name, trial in standing(study).references.items():
         if trial is not None:
             ax.axhline(trial.value, linestyle="--", color=REFERENCE_COLOURS[name], label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{objective} (%)")
     ax.legend(fontsize="small", loc="lower right")

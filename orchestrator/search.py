@@ -24,6 +24,7 @@ apply to ``base`` after ``budget.epochs`` (so ``train.epochs=1`` wins). Every pr
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -44,7 +45,7 @@ from orchestrator.search_space import (
     reference_points,
     views_for,
 )
-from sslight.config import ConfigError, apply_overrides, config_to_dict, load_yaml, resolve
+from sslight.config import ConfigError, apply_overrides, load_yaml, resolve
 from sslight.config.load import set_dotted
 
 TOP_LEVEL_KEYS = (
@@ -99,7 +100,7 @@ class Search:
     name: str
     source: str
     workdir: str
-    base: dict[str, Any]  # the run config of every trial, less views and output_dir
+    base: dict[str, Any]  # the run config of every trial as written, less views and output_dir
     objective: str
     trials: int
     workers: int | None
@@ -127,10 +128,12 @@ class Search:
 
     def trial_config(self, params: dict[str, Any], output_dir: str) -> Any:
         """The resolved run config of one point of the space."""
-        raw = json.loads(json.dumps(self.base))
-        raw["views"] = views_for(params, raw["data"]["image_size"], _patch_size(raw["backbone"]))
+        source = f"{self.source}: trial {params}"
+        raw = copy.deepcopy(self.base)
+        shared = resolve({**raw, "output_dir": ""}, source=source)  # image size, backbone
+        raw["views"] = views_for(params, shared.data.image_size, _patch_size(shared.backbone))
         raw["output_dir"] = output_dir
-        return resolve(raw, source=f"{self.source}: trial {params}")
+        return resolve(raw, source=source)
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         options = {k: v for k, v in self.sampler.items() if k != "kind"}
@@ -139,7 +142,8 @@ class Search:
     def make_pruner(self) -> optuna.pruners.BasePruner:
         options = {k: v for k, v in self.pruner.items() if k != "kind"}
         if self.pruner["kind"] == "hyperband":  # resource = epochs
-            options = {"min_resource": 1, "max_resource": self.base["train"]["epochs"], **options}
+            epochs = resolve({**self.base, "output_dir": ""}, source=self.source).train.epochs
+            options = {"min_resource": 1, "max_resource": epochs, **options}
         return PRUNERS[self.pruner["kind"]](**options)
 
     def to_spec(self) -> dict[str, Any]:
@@ -283,11 +287,8 @@ def _base(
         key = item.partition("=")[0]
         if key.split(".")[0] in ("views", "output_dir"):
             raise ConfigError("command line", key, "is set per trial by the search; use space:")
-    base = apply_overrides(base, overrides)
-    # what every trial shares, fully resolved (presets of the method/backbone filled in)
-    resolved = config_to_dict(resolve({**base, "output_dir": ""}, source=f"{source}: base"))
-    del resolved["views"], resolved["output_dir"]
-    return resolved
+    # as written (not resolved): the study's fingerprint must not change with new defaults
+    return apply_overrides(base, overrides)
 
 
 def _references(probe: Any, space: dict[str, Parameter], source: str) -> dict[str, dict]:
