@@ -6,7 +6,15 @@ from typing import Any
 
 from db import Registry
 
-METRICS = ("knn_top1", "linear_top1", "semi_1_top1", "semi_10_top1")
+# k-NN beside what a random-init backbone and raw pixels score (sslight/evaluation/floors.py)
+METRICS = (
+    "knn_top1",
+    "knn_floor_random_top1",
+    "knn_floor_pixels_top1",
+    "linear_top1",
+    "semi_1_top1",
+    "semi_10_top1",
+)
 
 
 def status_rows(registry: Registry, grid: str | None = None) -> list[dict[str, Any]]:
