@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks import augment, flops, gpu, lightly_step, orchestration, run, train_step, tuning
+from benchmarks.common import GEOMETRIES
 from benchmarks.report import markdown
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")  # lightly
@@ -96,3 +97,19 @@ def test_run_rejects_unknown_family(tmp_path, capsys):
         run.main(["--only", "nope", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "unknown family 'nope'" in capsys.readouterr().err
+
+
+def test_compile_switch_wraps_backbones_only_and_keeps_checkpoint_keys():
+    from sslight.engine.runtime import Runtime, compile_backbones
+
+    cfg = train_step.bench_config(
+        "dino", "resnet18", GEOMETRIES["32px"], 4, compile=True, joint_probe=False
+    )
+    assert Runtime.from_config(cfg.train, cfg.backbone).compile is True
+    method = train_step.TrainStep(cfg).method  # built as the trainer builds it
+    keys = set(method.student.state_dict())
+    assert method.student.backbone._compiled_call_impl is not None  # compiled lazily, on first use
+    assert method.teacher.backbone._compiled_call_impl is not None
+    assert method.student.head._compiled_call_impl is None
+    assert set(method.student.state_dict()) == keys and not any("_orig_mod" in k for k in keys)
+    compile_backbones(method)  # idempotent

@@ -128,6 +128,7 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False  # torch.compile the backbones (minutes to compile; `make bench`)
     deterministic: bool = False
     max_steps_per_epoch: int | None = Field(default=None, ge=1)
     log_every_steps: int = Field(default=10, ge=1)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from sslight.config.schema import TrainConfig
 
@@ -22,6 +23,7 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+    compile: bool = False
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -37,7 +39,16 @@ class Runtime:
             channels_last = backbone in CHANNELS_LAST_WINS
         else:
             channels_last = train.channels_last == "on"
-        return cls(device, torch.bfloat16 if bf16 else None, channels_last)
+        return cls(device, torch.bfloat16 if bf16 else None, channels_last, train.compile)
+
+
+def compile_backbones(model: nn.Module) -> None:
+    """``torch.compile`` every backbone inside ``model`` in place (``nn.Module.compile`` keeps the
+    state-dict keys, so checkpoints stay loadable without it). Heads and losses stay eager: they
+    log Python floats every step, which would break the graph."""
+    for module in model.modules():
+        if getattr(module, "family", None) in ("cnn", "vit"):  # set by build_backbone
+            module.compile()
 
 
 def wants_cuda(train: TrainConfig) -> bool:

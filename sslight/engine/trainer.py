@@ -28,7 +28,7 @@ from sslight.engine.monitors import EpochMonitor, RunCollapsed
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
 from sslight.engine.pretrain_data import PretrainData, build_data, knn_monitor
 from sslight.engine.rundir import RunDir
-from sslight.engine.runtime import Runtime, seed_everything, wants_cuda
+from sslight.engine.runtime import Runtime, compile_backbones, seed_everything, wants_cuda
 from sslight.engine.schedules import cosine_schedule
 from sslight.methods import METHODS
 from sslight.methods.base import SSLMethod, StepContext
@@ -68,6 +68,8 @@ def _build_method(cfg: Any, data: PretrainData, rt: Runtime, env: DistEnv) -> SS
     method.to(rt.device)
     if rt.channels_last:
         method.to(memory_format=torch.channels_last)
+    if rt.compile:
+        compile_backbones(method)
     method.setup(cfg.train.epochs, data.steps_per_epoch)
     return method
 
