@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print("sslight: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as err:
+        cause = err.__cause__  # a stage of `sslight run` wraps what it raised
+        if isinstance(cause, (ConfigError, DataRootError, CheckpointError)):
+            print(f"sslight: error: {cause}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         logging.getLogger("sslight").exception("run failed")
         print(f"sslight: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE
