@@ -33,14 +33,15 @@ SYNTHETIC = "synthetic"
 
 
 def detection_data(det: Any, masks: bool) -> tuple[CocoDetection, CocoDetection]:
-    """Train and val splits of ``eval.detection.data_root`` (the synthetic set when unset)."""
+    """Train and val splits of ``eval.detection.data_root`` (the synthetic set when unset); val
+    items carry no masks: COCOeval reads the ground truth from the annotation file."""
     if det.data_root in (None, "", SYNTHETIC):
         root = ensure_synthetic_coco(det.synthetic_canvas_size, tuple(det.synthetic_images))
         splits = ("train", "val")
     else:
         root, splits = Path(det.data_root).expanduser(), (det.train_split, det.val_split)
     train = CocoDetection(root, splits[0], masks=masks, train=True)
-    val = CocoDetection(root, splits[1], masks=masks, train=False, max_images=det.val_images)
+    val = CocoDetection(root, splits[1], masks=False, train=False, max_images=det.val_images)
     if val.category_ids != train.category_ids:
         raise ValueError(f"{root}: the {splits[1]} categories differ from the {splits[0]} ones")
     if not val.coco.getAnnIds(imgIds=val.image_ids):
