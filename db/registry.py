@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -287,6 +287,54 @@ class Registry:
     def run(self, key: str) -> RunView | None:
         found = self.runs(keys=[key])
         return found[0] if found else None
+
+    def run_summaries(self, grid_name: str | None = None) -> list[dict[str, Any]]:
+        """What ``orchestrate status`` shows of every run (of one grid), in creation order, in one
+        query: grid, name, key, status, stage, result, error, output_dir and ``attempts`` (their
+        number). Configs are not read, so this stays fast for tens of thousands of runs."""
+        counts = (
+            select(Attempt.run_id, func.count(Attempt.id).label("attempts"))
+            .group_by(Attempt.run_id)
+            .subquery()
+        )
+        query = (
+            select(
+                Grid.name.label("grid"),
+                Run.name,
+                Run.key,
+                Run.status,
+                Run.stage,
+                Run.result,
+                Run.error,
+                Run.output_dir,
+                func.coalesce(counts.c.attempts, 0).label("attempts"),
+            )
+            .join(Grid, Run.grid_id == Grid.id)
+            .outerjoin(counts, counts.c.run_id == Run.id)
+            .order_by(Run.id)
+        )
+        if grid_name is not None:
+            query = query.where(Grid.name == grid_name)
+        return self._tx(lambda s: [dict(row._mapping) for row in s.execute(query)], write=False)
+
+    def attempts_by_key(self, keys: Iterable[str]) -> dict[str, list[AttemptView]]:
+        """Every attempt at each of ``keys``, oldest first (keys without attempts are absent)."""
+        keys = list(dict.fromkeys(keys))
+
+        def op(session: Session) -> dict[str, list[AttemptView]]:
+            found: dict[str, list[AttemptView]] = {}
+            for chunk in _chunks(keys):
+                query = (
+                    select(Attempt, Run.key)
+                    .join(Run)
+                    .where(Run.key.in_(chunk))
+                    .order_by(Attempt.id)
+                )
+                for attempt, key in session.execute(query):
+                    found.setdefault(key, []).append(view(AttemptView, attempt, key=key))
+            return found
+
+        return self._tx(op, write=False)
 
     def attempts(self, key: str) -> list[AttemptView]:
         """Every attempt at run ``key``, oldest first."""

@@ -64,8 +64,10 @@ def job_gone(executor: str, job_id: str | None, folder: Path) -> str | None:
 def reconcile(registry: Registry, grid: str | None = None) -> list[str]:
     """Mark active runs whose job has ended without reporting as ``lost``; return their keys."""
     lost = []
-    for run in registry.runs(grid_name=grid, statuses=ACTIVE):
-        attempts = registry.attempts(run.key)
+    active = registry.runs(grid_name=grid, statuses=ACTIVE)
+    attempts_of = registry.attempts_by_key([run.key for run in active])  # one query, not one each
+    for run in active:
+        attempts = attempts_of.get(run.key, [])
         if not attempts:
             continue
         last = attempts[-1]

@@ -18,20 +18,21 @@ METRICS = (
 
 
 def status_rows(registry: Registry, grid: str | None = None) -> list[dict[str, Any]]:
+    """One row per run (one registry query, whatever the number of runs)."""
     rows = []
-    for run in registry.runs(grid_name=grid):
-        result = run.result or {}
+    for run in registry.run_summaries(grid):
+        result = run["result"] or {}
         rows.append(
             {
-                "grid": run.grid,
-                "cell": run.name,
-                "key": run.key,
-                "status": run.status,
-                "stage": run.stage,
-                "attempts": len(registry.attempts(run.key)),
+                "grid": run["grid"],
+                "cell": run["name"],
+                "key": run["key"],
+                "status": run["status"],
+                "stage": run["stage"],
+                "attempts": run["attempts"],
                 **{metric: result.get(metric) for metric in METRICS},
-                "error": run.error,
-                "output_dir": run.output_dir,
+                "error": run["error"],
+                "output_dir": run["output_dir"],
             }
         )
     return rows
