@@ -62,6 +62,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bad_input(config: str, err: Exception) -> int:
+    from sslight.data.sources import DataRootError
+
+    where = f"{config}: data.root: " if isinstance(err, DataRootError) else ""
+    print(f"sslight: error: {where}{err}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)  # overrides may follow flags
@@ -93,16 +101,14 @@ def main(argv: list[str] | None = None) -> int:
 
             result = pretrain(cfg)
     except (ConfigError, DataRootError, CheckpointError) as err:
-        print(f"sslight: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_input(args.config, err)
     except KeyboardInterrupt:
         print("sslight: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as err:
         cause = err.__cause__  # a stage of `sslight run` wraps what it raised
         if isinstance(cause, (ConfigError, DataRootError, CheckpointError)):
-            print(f"sslight: error: {cause}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return _bad_input(args.config, cause)
         logging.getLogger("sslight").exception("run failed")
         print(f"sslight: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE

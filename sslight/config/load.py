@@ -36,6 +36,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(str(path), "", f"cannot read file: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            str(path), "", f"not UTF-8 text (byte {err.start}): expected a YAML file"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
