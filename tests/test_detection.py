@@ -227,6 +227,8 @@ def test_lr_follows_the_detectron2_1x_schedule(make_run, tmp_path):
 
 
 def test_detection_refuses_a_vit_backbone(make_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"stages.*'segmentation' needs a CNN backbone"):
+        make_run(tmp_path, backbone="vit_tiny", stages=["pretrain", "segmentation"])
     cfg = make_run(tmp_path, backbone="vit_tiny", eval={"detection": TINY_DETECTION})
     with pytest.raises(ValueError, match="needs a CNN backbone"):
         transfer(nn.Identity(), cfg, tmp_path, torch.device("cpu"), masks=False)

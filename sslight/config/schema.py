@@ -297,6 +297,20 @@ class RunConfigBase(StrictModel):
             raise ValueError(f"a stage is listed twice: {stages}")
         return stages
 
+    @field_validator("stages")
+    @classmethod
+    def _coco_stages_need_a_cnn(cls, stages: list[str], info: ValidationInfo) -> list[str]:
+        from sslight.models.backbones import BACKBONES
+
+        backbone = info.data.get("backbone")
+        coco = [stage for stage in stages if stage in ("detection", "segmentation")]
+        if coco and backbone in BACKBONES and BACKBONES.get(backbone).family != "cnn":
+            raise ValueError(
+                f"stage {coco[0]!r} needs a CNN backbone (mobilenet_v2, resnet18, resnet34), "
+                f"got {backbone!r}"
+            )
+        return stages
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, name: str) -> str:

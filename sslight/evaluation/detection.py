@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sslight.data.coco import CocoDetection
+from sslight.data.sources import DataRootError
 from sslight.data.synthetic_coco import ensure_synthetic_coco
 from sslight.evaluation.coco_eval import coco_ap, predict
 from sslight.evaluation.detection_model import FPN_BUILDERS, build_detector
@@ -43,9 +44,9 @@ def detection_data(det: Any, masks: bool) -> tuple[CocoDetection, CocoDetection]
     train = CocoDetection(root, splits[0], masks=masks, train=True)
     val = CocoDetection(root, splits[1], masks=False, train=False, max_images=det.val_images)
     if val.category_ids != train.category_ids:
-        raise ValueError(f"{root}: the {splits[1]} categories differ from the {splits[0]} ones")
+        raise DataRootError(f"{root}: the {splits[1]} categories differ from the {splits[0]} ones")
     if not val.coco.getAnnIds(imgIds=val.image_ids):
-        raise ValueError(f"{val.annotation_file}: no annotation on the evaluated images")
+        raise DataRootError(f"{val.annotation_file}: no annotation on the evaluated images")
     return train, val
 
 
