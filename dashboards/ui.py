@@ -28,6 +28,9 @@ MLFLOW_PORT = 5000
 OPTUNA_PORT = 8080
 START_TIMEOUT_S = 180.0  # `mlflow server` answers ~20 s after start on an idle 2-core machine
 SOURCE = "command line"
+# mlflow server forks eight job-queue consumers for GenAI features (judges, trace rollups) that
+# tracking never uses; off unless the environment turns them on.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def executable(name: str) -> str:
@@ -82,10 +85,11 @@ def start_server(
     server's output) if it exits or stays silent."""
     if log_path is None:
         log_path = Path(tempfile.mkstemp(prefix=f"{Path(command[0]).name}-", suffix=".log")[1])
+    env = {**SERVER_ENV, **os.environ}
     with open(log_path, "wb") as output:
         # its own process group: stopping it stops the workers it forks (uvicorn, gunicorn)
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
