@@ -1,0 +1,255 @@
+"""MLflow tracking of grid cells against real stores: SQLite files and a real ``mlflow server``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow_helpers import (
+    cell_stderr,
+    free_port,
+    grid_runs,
+    history,
+    mlflow_client,
+    mlflow_server,
+    run_cli,
+    run_grid,
+    write_grid,
+)
+
+from db import open_registry, resolve_url
+from orchestrator.cli import main
+from orchestrator.job import CellJob
+from orchestrator.tracking_cursor import SyncCursor, advance, pending_lines
+from sslight.engine.metrics import read_metrics
+
+
+@pytest.fixture(autouse=True)
+def _default_store(monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def _store(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _cell(root: Path):
+    with open_registry(resolve_url(None, str(root))) as registry:
+        [run] = registry.runs()
+    return run
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """One finished 2-epoch cell tracked in ``<root>/mlflow.db`` (system metrics every second)."""
+    folder = tmp_path_factory.mktemp("tracked")
+    root = folder / "runs"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+        assert run_grid(write_grid(folder), root) == 0
+    cell = _cell(root)
+    [run] = grid_runs(_store(root), "tiny")
+    return root, cell, run
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real MLflow tracking server, shared by this module's tests (it takes ~20 s to start)."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
+
+
+def test_a_cell_is_one_run_of_its_grid_experiment_with_tags_and_config_params(tracked):
+    _, cell, run = tracked
+    assert run.info.run_id == cell.mlflow_run_id
+    assert run.info.run_name == cell.name and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert {k: tags[k] for k in ("method", "backbone", "view_policy", "grid", "cell_key")} == {
+        "method": "dino",
+        "backbone": "resnet18",
+        "view_policy": "sslight",
+        "grid": "tiny",
+        "cell_key": cell.key,
+    }
+    params = run.data.params
+    assert params["train.epochs"] == "2" and params["views.policy"] == "sslight"
+    assert params["views.global_crops.scale"] == json.dumps(
+        cell.config["views"]["global_crops"]["scale"]
+    )
+    assert params["output_dir"] == cell.output_dir
+
+
+def test_every_metrics_line_is_logged_at_its_step_and_stage_results_last(tracked):
+    root, cell, run = tracked
+    lines = read_metrics(Path(cell.output_dir) / "metrics.jsonl")
+    step_lines = [line for line in lines if "loss" in line]
+    assert len(step_lines) == 4
+    store = _store(root)
+    assert history(store, run.info.run_id, "loss") == [(r["step"], r["loss"]) for r in step_lines]
+    assert history(store, run.info.run_id, "lr") == [(r["step"], r["lr"]) for r in step_lines]
+    epoch_lines = [line for line in lines if line.get("type") == "epoch"]
+    assert history(store, run.info.run_id, "last_loss") == [
+        (r["step"], r["last_loss"]) for r in epoch_lines
+    ]
+    result = json.loads((Path(cell.output_dir) / "result.json").read_text())
+    metrics = run.data.metrics  # the latest value of each
+    assert metrics["knn_top1"] == result["knn_top1"]
+    assert metrics["knn_top1_k200"] == result["knn_top1_k200"]
+    assert metrics["stages.knn.seconds"] == result["stages"]["knn"]["seconds"]
+
+
+def test_artifacts_and_system_metrics_are_logged(tracked):
+    root, cell, run = tracked
+    client = mlflow_client(_store(root))
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "result.json", "export"} <= top
+    exported = {a.path for a in client.list_artifacts(run.info.run_id, "export")}
+    assert "export/backbone.pt" in exported
+    local = Path(client.download_artifacts(run.info.run_id, "result.json", str(root)))
+    assert json.loads(local.read_text()) == json.loads(
+        (Path(cell.output_dir) / "result.json").read_text()
+    )
+    assert any(key.startswith("system/cpu") for key in run.data.metrics)
+
+
+def test_a_resumed_cell_continues_its_mlflow_run_and_sends_nothing_twice(tmp_path):
+    root = tmp_path / "runs"
+    assert run_grid(write_grid(tmp_path), root) == 0
+    cell = _cell(root)
+    store = _store(root)
+    losses = history(store, cell.mlflow_run_id, "loss")
+    assert len(losses) == 4
+
+    # The knn stage is lost and the cell failed: `orchestrate resume` reruns that stage.
+    result_path = Path(cell.output_dir) / "result.json"
+    result = json.loads(result_path.read_text())
+    del result["stages"]["knn"], result["knn_top1"]
+    result_path.write_text(json.dumps(result))
+    with open_registry(resolve_url(None, str(root))) as registry:
+        registry.set_status(cell.key, "failed", error="lost its knn stage")
+    assert main(["resume", "--root", str(root), "--executor", "debug"]) == 0
+
+    [run] = grid_runs(store, "tiny")
+    assert run.info.run_id == cell.mlflow_run_id and run.info.status == "FINISHED"
+    assert history(store, run.info.run_id, "loss") == losses
+    assert run.data.metrics["knn_top1"] == json.loads(result_path.read_text())["knn_top1"]
+
+    # Training resumed from a checkpoint rewrites the lines after it: steps already sent are
+    # not sent again, new steps are.
+    metrics_path = Path(cell.output_dir) / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    kept = [line for line in lines if line["step"] < 2]
+    rewritten = [
+        {**line, **({"loss": line["loss"] + 1} if "loss" in line else {})}
+        for line in lines
+        if line["step"] >= 2
+    ]
+    new = {"step": 4, "epoch": 2, "loss": 0.5}
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in [*kept, *rewritten, new]))
+    assert main(["sync", "--root", str(root)]) == 0
+    assert history(store, run.info.run_id, "loss") == [*losses, (4, 0.5)]
+    assert main(["sync", "--root", str(root), "--grid", "tiny"]) == 0
+    assert history(store, run.info.run_id, "loss") == [*losses, (4, 0.5)]
+
+
+def test_two_local_cells_in_parallel_share_one_sqlite_store(tmp_path):
+    root = tmp_path / "runs"
+    grid = write_grid(tmp_path, policies=("baseline", "sslight"), epochs=1)
+    done = run_cli("grid", str(grid), "--root", str(root), "--executor", "local", "--parallel", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = grid_runs(_store(root), "tiny")
+    assert sorted(r.data.tags["view_policy"] for r in runs) == ["baseline", "sslight"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(len(history(_store(root), r.info.run_id, "loss")) == 2 for r in runs)
+    logs = cell_stderr(root, "tiny")
+    assert "database is locked" not in logs
+    assert "metrics stay in metrics.jsonl" not in logs  # no tracking call failed
+
+
+def test_a_dead_server_does_not_fail_the_cell_and_sync_delivers_later(tmp_path, server):
+    root = tmp_path / "runs"
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert run_grid(write_grid(tmp_path), root, "--tracking-uri", dead) == 0
+    cell = _cell(root)
+    assert cell.status == "finished" and cell.mlflow_run_id is None
+
+    done = run_cli("sync", "--root", str(root), "--tracking-uri", server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"synced 1 cells to {server}" in done.stdout
+    [run] = grid_runs(server, "tiny")
+    assert run.info.run_id == _cell(root).mlflow_run_id and run.info.status == "FINISHED"
+    lines = read_metrics(Path(cell.output_dir) / "metrics.jsonl")
+    expected = [(r["step"], r["loss"]) for r in lines if "loss" in r]
+    assert history(server, run.info.run_id, "loss") == expected
+    artifacts = {a.path for a in mlflow_client(server).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "result.json", "export"} <= artifacts
+
+    again = run_cli("sync", "--root", str(root), "--tracking-uri", server)
+    assert again.returncode == 0
+    assert history(server, run.info.run_id, "loss") == expected
+    assert len(grid_runs(server, "tiny")) == 1
+
+
+def test_sync_to_a_dead_server_reports_it_and_exits_1(tmp_path, capsys):
+    root = tmp_path / "runs"
+    from orchestrator.grid import load_grid
+    from orchestrator.submit import register_grid
+
+    grid = load_grid(write_grid(tmp_path))
+    with open_registry(resolve_url(None, str(root))) as registry:
+        register_grid(registry, grid)
+    output_dir = Path(_cell(root).output_dir)
+    output_dir.mkdir(parents=True)
+    (output_dir / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert main(["sync", "--root", str(root), "--tracking-uri", dead]) == 1
+    assert "not synced: sslight: MlflowException" in capsys.readouterr().out
+    assert _cell(root).mlflow_run_id is None
+
+
+def test_sync_of_an_unknown_grid_is_bad_input(tmp_path, capsys):
+    assert main(["sync", "--root", str(tmp_path / "runs"), "--grid", "nope"]) == 2
+    assert "--grid: no grid named 'nope'" in capsys.readouterr().err
+
+
+def test_a_requeued_job_keeps_tracking_the_same_store():
+    job = CellJob("k", {}, "sqlite:///r.db", "slurm", tracking_uri="http://mlflow:5000")
+    job.tracking_tags = {"trial": "3"}
+    requeued = job.checkpoint().function
+    assert (requeued.tracking_uri, requeued.tracking_tags) == ("http://mlflow:5000", {"trial": "3"})
+
+
+def _write(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_the_sync_cursor_sends_appended_lines_once_and_skips_a_rewound_tail(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    first = [{"step": 0, "loss": 3.0}, {"step": 1, "loss": 2.0}, {"step": 1, "type": "epoch"}]
+    _write(path, first)
+    cursor = SyncCursor()
+    sent = pending_lines(path, cursor)
+    assert sent.records == first
+    advance(cursor, sent)
+    assert pending_lines(path, cursor).records == []
+
+    with open(path, "a") as handle:  # appended, and a line still being written
+        handle.write(json.dumps({"step": 2, "loss": 1.5}) + "\n" + '{"step": 3, "lo')
+    sent = pending_lines(path, cursor)
+    assert sent.records == [{"step": 2, "loss": 1.5}]
+    advance(cursor, sent)
+
+    # resumed from the checkpoint at step 1: steps >= 1 rewritten with other values, then more
+    _write(
+        path,
+        [
+            first[0],
+            {"step": 1, "loss": 2.1},
+            {"step": 1, "type": "epoch"},
+            {"step": 2, "loss": 1.6},
+            {"step": 3, "loss": 1.2},
+        ],
+    )
+    assert pending_lines(path, cursor).records == [{"step": 3, "loss": 1.2}]
