@@ -83,9 +83,12 @@ def postgres_server() -> str:
     ``$SSLIGHT_TEST_POSTGRES_URL``, else scripts/postgres-local.sh's (`make test` starts it)."""
     from sqlalchemy import create_engine, text
 
-    url = os.environ.get(POSTGRES_ENV) or subprocess.run(
-        ["bash", str(POSTGRES_SCRIPT), "url", "sslight_test"], capture_output=True, text=True
-    ).stdout.strip()
+    url = (
+        os.environ.get(POSTGRES_ENV)
+        or subprocess.run(
+            ["bash", str(POSTGRES_SCRIPT), "url", "sslight_test"], capture_output=True, text=True
+        ).stdout.strip()
+    )
     try:
         engine = create_engine(url)
         try:
