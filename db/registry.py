@@ -288,10 +288,13 @@ class Registry:
         found = self.runs(keys=[key])
         return found[0] if found else None
 
-    def run_summaries(self, grid_name: str | None = None) -> list[dict[str, Any]]:
+    def run_summaries(
+        self, grid_name: str | None = None, metrics: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """What ``orchestrate status`` shows of every run (of one grid), in creation order, in one
-        query: grid, name, key, status, stage, result, error, output_dir and ``attempts`` (their
-        number). Configs are not read, so this stays fast for tens of thousands of runs."""
+        query: grid, name, key, status, stage, error, output_dir, ``attempts`` (their number) and
+        each of ``metrics`` from the result (None where absent). Neither configs nor whole
+        results are read, so this stays fast for tens of thousands of runs."""
         counts = (
             select(Attempt.run_id, func.count(Attempt.id).label("attempts"))
             .group_by(Attempt.run_id)
@@ -304,10 +307,10 @@ class Registry:
                 Run.key,
                 Run.status,
                 Run.stage,
-                Run.result,
                 Run.error,
                 Run.output_dir,
                 func.coalesce(counts.c.attempts, 0).label("attempts"),
+                *(Run.result[metric].as_float().label(metric) for metric in metrics),
             )
             .join(Grid, Run.grid_id == Grid.id)
             .outerjoin(counts, counts.c.run_id == Run.id)
@@ -315,7 +318,9 @@ class Registry:
         )
         if grid_name is not None:
             query = query.where(Grid.name == grid_name)
-        return self._tx(lambda s: [dict(row._mapping) for row in s.execute(query)], write=False)
+        return self._tx(
+            lambda s: [dict(row) for row in s.connection().execute(query).mappings()], write=False
+        )
 
     def attempts_by_key(self, keys: Iterable[str]) -> dict[str, list[AttemptView]]:
         """Every attempt at each of ``keys``, oldest first (keys without attempts are absent)."""

@@ -20,8 +20,7 @@ METRICS = (
 def status_rows(registry: Registry, grid: str | None = None) -> list[dict[str, Any]]:
     """One row per run (one registry query, whatever the number of runs)."""
     rows = []
-    for run in registry.run_summaries(grid):
-        result = run["result"] or {}
+    for run in registry.run_summaries(grid, METRICS):
         rows.append(
             {
                 "grid": run["grid"],
@@ -30,7 +29,7 @@ def status_rows(registry: Registry, grid: str | None = None) -> list[dict[str, A
                 "status": run["status"],
                 "stage": run["stage"],
                 "attempts": run["attempts"],
-                **{metric: result.get(metric) for metric in METRICS},
+                **{metric: run[metric] for metric in METRICS},
                 "error": run["error"],
                 "output_dir": run["output_dir"],
             }
@@ -40,7 +39,7 @@ def status_rows(registry: Registry, grid: str | None = None) -> list[dict[str, A
 
 def align(table: list[list[str]]) -> list[str]:
     """Left-aligned columns, the first row a header underlined with dashes."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
