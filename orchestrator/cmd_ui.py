@@ -19,9 +19,11 @@ def _ui(args: argparse.Namespace) -> int:
 
     try:
         if args.optuna:
-            return ui.optuna_dashboard(args.optuna, args.port or ui.OPTUNA_PORT)
+            port = ui.OPTUNA_PORT if args.port is None else args.port
+            return ui.optuna_dashboard(args.optuna, port)
         uri = resolve_tracking_uri(args.tracking_uri, args.root)
-        return ui.mlflow_ui(uri, args.port or ui.MLFLOW_PORT, grid=args.grid)
+        port = ui.MLFLOW_PORT if args.port is None else args.port
+        return ui.mlflow_ui(uri, port, grid=args.grid)
     except RuntimeError as err:  # the server did not come up; its log says why
         print(f"orchestrate ui: {err}", file=sys.stderr)
         return 1
