@@ -79,8 +79,8 @@ def test_cli_run_exits_1_on_a_failing_stage_and_2_on_an_unknown_stage(
     config.write_text(
         yaml.safe_dump(config_to_dict(make_run(tmp_path / "out", stages=["pretrain"])))
     )
-    assert main(["run", str(config), "stages=[pretrain,detection]"]) == 2
-    assert "stages: unknown stage 'detection'" in capsys.readouterr().err
+    assert main(["run", str(config), "stages=[pretrain,panoptic]"]) == 2
+    assert "stages: unknown stage 'panoptic'" in capsys.readouterr().err
 
     def broken(*args):
         raise RuntimeError("boom")
