@@ -98,7 +98,8 @@ def efficiency(
 def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
     threads = set_threads(threads)
     device = torch.device("cpu")
-    peak = matmul_peak(device, n=256 if quick else 1024, repeats=1 if quick else 5)
+    n, repeats = (256, 1) if quick else (1024, 5)
+    peak = matmul_peak(device, n=n, repeats=repeats)
     cells = CELLS[:1] if quick else CELLS
     results = {
         f"{method}_{backbone}_32px": efficiency(
@@ -112,4 +113,11 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
         )
         for method, backbone in cells
     }
+    # The best of a second measurement after the steps: on a shared machine a busy moment can
+    # hide the peak, which would inflate every fraction.
+    second = matmul_peak(device, n=n, repeats=repeats)
+    if second > peak:
+        for entry in results.values():
+            entry["fraction_of_peak"] = round(entry["fraction_of_peak"] * peak / second, 4)
+        peak = second
     return {"threads": threads, "matmul_peak_gflop_s": round(peak / 1e9, 2), "steps": results}

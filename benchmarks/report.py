@@ -132,11 +132,14 @@ def markdown(results: dict[str, Any]) -> str:
                 e["speedup"],
                 f"first steps {e['first_two_steps_s']} s",
             ]
-            for b, e in tuning.get("compile", {}).items()
+            for b, e in families.get("compile", {}).items()
+            if isinstance(e, dict)
         ]
         lines += _table(
             ["switch", "images/s on", "images/s off", "speedup", "runtime rule right"], rows
         )
+        if families.get("compile", {}).get("error"):
+            lines += [f"torch.compile failed: {families['compile']['error']}", ""]
     orchestration = families.get("orchestration", {})
     if orchestration.get("grid_1000_cells"):
         g, s = orchestration["grid_1000_cells"], orchestration["status_10000_runs"]

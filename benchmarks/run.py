@@ -20,7 +20,17 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("orchestration", "augment", "flops", "tuning", "lightly_step", "train_step", "gpu")
+FAMILIES = (
+    "orchestration",
+    "augment",
+    "lightly_step",
+    "flops",
+    "tuning",
+    "train_step",
+    "compile",
+    "gpu",
+)
+MODULES = {"compile": ("tuning", "run_compile")}  # families living in another family's module
 DEFAULT_OUT = Path(__file__).parent / "results"
 
 
@@ -36,10 +46,11 @@ def machine() -> dict[str, Any]:
 
 
 def run_family(name: str, quick: bool, threads: int | None, device: str) -> dict[str, Any]:
-    module = importlib.import_module(f"benchmarks.{name}")
+    module_name, function = MODULES.get(name, (name, "run"))
+    run = getattr(importlib.import_module(f"benchmarks.{module_name}"), function)
     if name == "train_step":
-        return module.run(quick=quick, device=device, threads=threads)
-    return module.run(quick=quick, threads=threads)
+        return run(quick=quick, device=device, threads=threads)
+    return run(quick=quick, threads=threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "benchmarks: --device cuda but no CUDA device is visible\n")
 
-    from benchmarks.report import write_report
-
     path = args.out / f"{device}.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() and args.only else {}
     results.setdefault("families", {})
@@ -69,15 +78,23 @@ def main(argv: list[str] | None = None) -> int:
         results["families"][name] = run_family(name, args.quick, args.threads, device)
         results["families"][name]["seconds"] = round(time.perf_counter() - start, 1)
         print(f"benchmarks: {name} done in {time.perf_counter() - start:.0f} s", flush=True)
-    results["machine"] = machine()
-    results["quick"] = args.quick
-    results["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    args.out.mkdir(parents=True, exist_ok=True)
-    markdown = write_report(results, path.with_suffix(".md"))  # adds results["targets"]
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown)
+        markdown = save(results, path, args.quick)  # after each family: an interrupted run keeps
+    print(markdown)  # what it measured
     print(f"benchmarks: wrote {path} and {path.with_suffix('.md')}")
     return 0
+
+
+def save(results: dict[str, Any], path: Path, quick: bool) -> str:
+    """Write the JSON and its Markdown; return the Markdown."""
+    from benchmarks.report import write_report
+
+    results["machine"] = machine()
+    results["quick"] = quick
+    results["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    markdown = write_report(results, path.with_suffix(".md"))  # adds results["targets"]
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return markdown
 
 
 if __name__ == "__main__":
