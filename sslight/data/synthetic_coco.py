@@ -63,7 +63,7 @@ def write_split(
     root: Path, split: str, fmnist_split: str, count: int, canvas_size: int, seed: int
 ) -> None:
     """Write ``count`` canvases to ``root/split/`` and their annotations to ``root/annotations``."""
-    source = build_source("fashion_mnist", None, fmnist_split, download=False)
+    source = build_source("fashion_mnist", None, fmnist_split)
     rng = np.random.default_rng([seed, list(SPLIT_SOURCES).index(split)])
     (root / split).mkdir(parents=True)
     (root / "annotations").mkdir(exist_ok=True)
