@@ -111,6 +111,13 @@ def markdown(results: dict[str, Any]) -> str:
             for k, e in flops["steps"].items()
         ]
         lines += _table(["step", "GFLOP/step", "s/step", "GFLOP/s", "of peak"], rows)
+        if any(e["fraction_of_peak"] > 1 for e in flops["steps"].values()):
+            lines += [
+                "Above 100 %: the step used more cores than the matmul peak was measured on "
+                "(oneDNN convolutions do not always keep to torch's thread count), or the peak "
+                "was measured in a busy moment.",
+                "",
+            ]
     tuning = families.get("tuning", {})
     if tuning.get("channels_last"):
         lines += ["## channels_last and torch.compile (DINO step, 32 px, compute only)", ""]
