@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from db.models import EXECUTORS, STATUSES
 from db.registry import CLAIMABLE, Registry, RegistryError
-from db.session import ENV_VAR, default_url, mask_url, open_registry, resolve_url
+from db.session import ENV_VAR, default_url, mask_url, open_registry, resolve_url, with_driver
 from db.views import AttemptView, GridView, RunView
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "mask_url",
     "open_registry",
     "resolve_url",
+    "with_driver",
 ]

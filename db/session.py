@@ -100,10 +100,22 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def with_driver(url: str) -> str:
+    """``url`` naming the PostgreSQL driver this package installs (psycopg 3).
+
+    SQLAlchemy reads a bare ``postgresql://`` (or Heroku-style ``postgres://``) as psycopg2,
+    which is not a dependency; every other URL is returned unchanged.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 def create_registry_engine(url: str) -> Engine:
     """An engine for ``url``, set up for many concurrent writers (no migrations run)."""
     try:
-        parsed = make_url(url)
+        parsed = make_url(with_driver(url))
     except ArgumentError:
         raise RegistryError(f"invalid database URL {mask_url(url)!r}") from None
     try:

@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
-from db import Registry
+from db import Registry, with_driver
 from db.models import Grid
 from orchestrator.search import Search
 from sslight.config import ConfigError
@@ -46,7 +46,7 @@ def open_storage(search: Search) -> optuna.storages.BaseStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(
-            search.storage,
+            with_driver(search.storage),
             heartbeat_interval=heartbeat.get("interval"),
             grace_period=heartbeat.get("grace"),
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),

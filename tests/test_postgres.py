@@ -92,3 +92,11 @@ def test_orchestrate_on_postgres_never_prints_the_password(
     shown = out.out + out.err + caplog.text
     assert "schema migrated" in caplog.text
     assert str(password) not in shown
+
+
+def test_a_bare_postgresql_url_uses_the_installed_driver(postgres_url: str) -> None:
+    """``postgresql://`` as users write it (psycopg2 is not installed) opens on psycopg 3."""
+    bare = "postgresql://" + postgres_url.split("://", 1)[1]
+    with open_registry(bare) as registry:
+        assert registry.engine.url.drivername == "postgresql+psycopg"
+        assert registry.runs() == []
