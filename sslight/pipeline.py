@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslight.config.load import config_to_dict
 from sslight.engine.checkpoint import load_checkpoint
 from sslight.engine.monitors import RunCollapsed
 from sslight.engine.rundir import RunDir
@@ -151,6 +152,7 @@ def run(
     if int(os.environ.get("RANK", "0")) != 0:  # other ranks join pretraining; rank 0 does the rest
         return pretrain(cfg, on_epoch=on_epoch) if "pretrain" in cfg.stages else {}
     run_dir.create()
+    run_dir.check_config(config_to_dict(cfg))  # another config on this run: bad input, first
     if cfg.init.weights:  # a missing or misfitting file is bad input (exit 2), before any stage
         from sslight.weights.init_weights import check_init_weights
 

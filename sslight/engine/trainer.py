@@ -78,7 +78,7 @@ def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict
     run, train = RunDir(cfg.output_dir), cfg.train
     if env.is_main:
         run.create()
-        run.write_config(config_to_dict(cfg))
+        run.record_config(config_to_dict(cfg))  # refuses a config other than the recorded one
     rt = Runtime.from_config(train, cfg.backbone, env.local_rank)
     seed_everything(cfg.seed + env.rank, train.deterministic)
 

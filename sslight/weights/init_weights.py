@@ -199,7 +199,7 @@ def check_init_weights(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from sslight.engine.rundir import RunDir
 
     _, report = _load_for(cfg)
-    RunDir(run_dir).write_config(config_to_dict(cfg))
+    RunDir(run_dir).record_config(config_to_dict(cfg))
     log.info("init.weights %s: %s, %d tensors", report["path"], report["kind"], report["tensors"])
     (run_dir / "init_weights.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
