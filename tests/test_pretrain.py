@@ -118,12 +118,12 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_matches_an_unint
 
 
 def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one(make_run, tmp_path):
-    cfg = make_run(tmp_path, train={"checkpoint_every_steps": 1})
+    cfg = make_run(tmp_path, train={"epochs": 2, "checkpoint_every_steps": 1})
     pretrain(cfg)
     ckpt = tmp_path / "checkpoints"
     assert (ckpt / "prev.pt").exists()
     (ckpt / "last.pt").write_bytes((ckpt / "last.pt").read_bytes()[:100])  # truncated write
-    result = pretrain(make_run(tmp_path, train={"epochs": 2, "checkpoint_every_steps": 1}))
+    result = pretrain(cfg)
     assert result["pretrain_epochs"] == 2
 
     for name in ("last.pt", "prev.pt"):
