@@ -182,7 +182,9 @@ def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_
 ):
     from test_slurm import _registry, _submit_one
 
-    grid, submission = _submit_one(tmp_path, "requeued", {"epochs": 40, "max_steps_per_epoch": 2})
+    grid, submission = _submit_one(
+        tmp_path, "requeued", {"epochs": 40, "max_steps_per_epoch": 2, "log_every_steps": 1}
+    )
     output_dir = Path(grid.cells[0].output_dir)
 
     def attempts() -> list:
