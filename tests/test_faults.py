@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 from fault_worker import PHASES, run
+from mlflow_helpers import grid_runs, mlflow_client
 from tiny import TINY_RUN
 
 from db import open_registry, resolve_url
@@ -152,7 +153,8 @@ def _job_logs(workdir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_sixteen_local_jobs_write_to_one_registry_at_once(tmp_path, capsys):
+def test_sixteen_local_jobs_write_to_one_registry_at_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root, workdir = tmp_path / "runs", tmp_path / "runs" / "many"
     grid = _write_grid(tmp_path / "many.yaml", workdir, 16, "many")
     args = ["grid", str(grid), "--root", str(root), "--executor", "local", "--parallel", "16"]
@@ -170,8 +172,30 @@ def test_sixteen_local_jobs_write_to_one_registry_at_once(tmp_path, capsys):
     logs = _job_logs(workdir)
     assert "database is locked" not in logs
     assert "Traceback" not in logs
-    # MLflow: the tracking owner adds here that each of the 16 cells has exactly one MLflow run
-    # with its metrics (CellTracker writes concurrently from the same 16 jobs).
+    assert "metrics stay in metrics.jsonl" not in logs, "an MLflow call failed"
+
+    # The same 16 jobs tracked to one SQLite MLflow store (next to the registry) at once.
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow_client(store)
+    tracked = grid_runs(store, "many")
+    assert sorted(r.info.run_id for r in tracked) == sorted(r.mlflow_run_id for r in runs)
+    for mlflow_run, run in zip(
+        sorted(tracked, key=lambda r: r.info.run_id),
+        sorted(runs, key=lambda r: r.mlflow_run_id),
+        strict=True,
+    ):
+        assert mlflow_run.info.status == "FINISHED", run.name
+        lines = read_metrics(Path(run.output_dir) / "metrics.jsonl")
+        losses = [line["loss"] for line in lines if "loss" in line]
+        history = client.get_metric_history(mlflow_run.info.run_id, "loss")
+        assert losses and [m.value for m in history] == losses, run.name  # each once
+        for line in lines:
+            for key, value in line.items():
+                if key == "step" or isinstance(value, str):
+                    continue
+                logged = [m.value for m in client.get_metric_history(mlflow_run.info.run_id, key)]
+                assert float(value) in logged, (run.name, key)
+        assert mlflow_run.data.metrics["pretrain_epochs"] == 1, run.name
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
