@@ -135,8 +135,12 @@ class Search:
         raw["output_dir"] = output_dir
         return resolve(raw, source=source)
 
-    def make_sampler(self) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, stream: int = 0) -> optuna.samplers.BaseSampler:
+        """The sampler; a configured ``seed`` is mixed with ``stream`` (the workers pass the
+        number of trials asked so far), so parallel workers never replay one random sequence."""
         options = {k: v for k, v in self.sampler.items() if k != "kind"}
+        if options.get("seed") is not None and stream:
+            options["seed"] = (int(options["seed"]) * 1_000_003 + stream) % 2**32
         return SAMPLERS[self.sampler["kind"]][1](self.space, options)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:

@@ -134,9 +134,14 @@ class SearchWorker(submitit.helpers.Checkpointable):
             counts = tally(study)
             if counts.counted >= search.trials or (exhausted(study) and not counts.waiting):
                 return None
+            # Each ask gets its own sampler stream, and the point is drawn under the lock, so
+            # workers sharing a seed (or drawing at the same moment) never pick the same point.
+            study.sampler = search.make_sampler(stream=len(study.get_trials(deepcopy=False)))
             with warnings.catch_warnings():  # heartbeats are recorded by _Heartbeat below
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                return study.ask()
+                trial = study.ask()
+                suggest(trial, search.space)
+            return trial
 
     def _run_trial(
         self, search: Search, study: optuna.Study, storage: Any, trial: optuna.Trial, job_id: str

@@ -93,6 +93,7 @@ def test_a_study_starts_with_the_references_prunes_and_continues(tmp_path, capsy
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert _same(trials[0].params, BASELINE) and trials[0].user_attrs["reference"] == "baseline"
     assert _same(trials[1].params, SSLIGHT) and trials[1].user_attrs["reference"] == "sslight"
+    assert trials[2].params != trials[3].params  # two workers, one sampler seed: two points
     rows = _rows(tmp_path, study)
     for trial in trials:
         row = rows[trial.number]
