@@ -66,7 +66,7 @@ from orchestrator import grid_names, grid_parse
 from orchestrator.grid_env import expand_env
 from orchestrator.grid_names import MAX_NAME_LENGTH, same
 from orchestrator.grid_parse import MAX_CELLS
-from sslight.config import ConfigError, config_key, config_to_dict, load_yaml
+from sslight.config import ConfigError, config_key, config_to_dict
 from sslight.config import resolve as resolve_config
 from sslight.config.load import set_dotted
 
@@ -145,17 +145,7 @@ def load_grid(
     """
     path = Path(path)
     source = str(path)
-    doc = expand_env(load_yaml(path), source)
-    unknown = [key for key in doc if key not in TOP_LEVEL_KEYS]
-    if unknown:
-        raise ConfigError(
-            source, str(unknown[0]), f"unknown key; allowed keys: {', '.join(TOP_LEVEL_KEYS)}"
-        )
-    name = grid_parse.grid_name(doc, path, source)
-    if workdir is None:
-        workdir = grid_parse.string(doc.get("workdir", f"runs/{name}"), source, "workdir")
-    elif not str(workdir):
-        raise ConfigError("command line", "--workdir", "must not be empty")
+    doc, name, workdir = grid_parse.read_file(path, TOP_LEVEL_KEYS, workdir)
     axes = grid_parse.axes(doc.get("axes"), source)
     excludes = grid_parse.rules(doc.get("exclude"), "exclude", source)
     includes = grid_parse.rules(doc.get("include"), "include", source)

@@ -28,6 +28,30 @@ def string(value: Any, source: str, key: str) -> str:
     return value
 
 
+def read_file(
+    path: Path, allowed_keys: Iterable[str], workdir: str | Path | None
+) -> tuple[dict[str, Any], str, str | Path]:
+    """A grid or search file: its document (``${VAR}`` expanded, top-level keys checked), its
+    name, and its workdir (``workdir`` from the command line, else the file's, else
+    ``runs/<name>``)."""
+    from orchestrator.grid_env import expand_env
+
+    source = str(path)
+    doc = expand_env(load_yaml(path), source)
+    allowed = tuple(allowed_keys)
+    unknown = [key for key in doc if key not in allowed]
+    if unknown:
+        raise ConfigError(
+            source, str(unknown[0]), f"unknown key; allowed keys: {', '.join(allowed)}"
+        )
+    name = grid_name(doc, path, source)
+    if workdir is None:
+        workdir = string(doc.get("workdir", f"runs/{name}"), source, "workdir")
+    elif not str(workdir):
+        raise ConfigError("command line", "--workdir", "must not be empty")
+    return doc, name, workdir
+
+
 def grid_name(doc: Mapping[str, Any], path: Path, source: str) -> str:
     if "name" in doc:
         name = doc["name"]

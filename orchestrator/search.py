@@ -37,7 +37,6 @@ import optuna
 
 from orchestrator import grid_parse
 from orchestrator.grid import Resources, _resources
-from orchestrator.grid_env import expand_env
 from orchestrator.search_space import (
     Parameter,
     check_references,
@@ -45,7 +44,7 @@ from orchestrator.search_space import (
     reference_points,
     views_for,
 )
-from sslight.config import ConfigError, apply_overrides, load_yaml, resolve
+from sslight.config import ConfigError, apply_overrides, resolve
 from sslight.config.load import set_dotted
 
 TOP_LEVEL_KEYS = (
@@ -191,17 +190,7 @@ def load_search(
 ) -> Search:
     """Read and validate the search file ``path`` (see the module docstring)."""
     path, source = Path(path), str(path)
-    doc = expand_env(load_yaml(path), source)
-    unknown = [key for key in doc if key not in TOP_LEVEL_KEYS]
-    if unknown:
-        raise ConfigError(
-            source, str(unknown[0]), f"unknown key; allowed keys: {', '.join(TOP_LEVEL_KEYS)}"
-        )
-    name = grid_parse.grid_name(doc, path, source)
-    if workdir is None:
-        workdir = grid_parse.string(doc.get("workdir", f"runs/{name}"), source, "workdir")
-    elif not str(workdir):
-        raise ConfigError("command line", "--workdir", "must not be empty")
+    doc, name, workdir = grid_parse.read_file(path, TOP_LEVEL_KEYS, workdir)
     budget = _budget(doc.get("budget"), source)
     if trials is not None:
         if trials < 1:
