@@ -13,11 +13,12 @@ SLURM_CONF_DEFAULT := /var/tmp/sslight-slurm/etc/slurm.conf
 
 install: $(STAMP)
 
-# torch/torchvision are pinned here (pyproject keeps honest ranges for other installs).
+# torch/torchvision (and playwright, a 50 MB wheel) are pinned here to the builds on this
+# machine's disk; pyproject keeps honest ranges for other installs.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 playwright==1.63.0
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
