@@ -26,7 +26,8 @@ from benchmarks.common import GEOMETRIES, Geometry, fashion_images, loader_worke
 from sslight.data import TensorImageSource, build_multicrop, build_train_loader
 from sslight.data.transforms import CropSpec
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
-from sslight.engine.runtime import Runtime, compile_backbones
+from sslight.engine.runtime import Runtime
+from sslight.engine.trainer import prepare_method
 from sslight.methods import METHODS
 from sslight.methods.base import StepContext
 
@@ -81,14 +82,7 @@ class TrainStep:
     def __init__(self, cfg: Any) -> None:
         self.rt = rt = Runtime.from_config(cfg.train, cfg.backbone)
         method = METHODS.get(cfg.method).build(cfg, num_classes=len(CLASSES))
-        method.channels_last = rt.channels_last
-        method.to(rt.device)
-        if rt.channels_last:
-            method.to(memory_format=torch.channels_last)
-        if rt.compile:
-            compile_backbones(method)
-        method.setup(cfg.train.epochs, STEPS_PER_EPOCH)
-        self.method = method
+        self.method = method = prepare_method(method, rt, cfg.train.epochs, STEPS_PER_EPOCH)
         self.optimizer = build_optimizer(
             cfg.train.optimizer, method.trainable_modules(), cfg.train.momentum
         )

@@ -64,13 +64,19 @@ def _build_method(cfg: Any, data: PretrainData, rt: Runtime, env: DistEnv) -> SS
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     elif env.enabled:
         log.info("SyncBatchNorm needs GPUs: BatchNorm statistics stay per process on CPU")
+    return prepare_method(method, rt, cfg.train.epochs, data.steps_per_epoch)
+
+
+def prepare_method(method: SSLMethod, rt: Runtime, epochs: int, steps_per_epoch: int) -> SSLMethod:
+    """Place ``method`` as the runtime says (device, channels_last, compile) and set up its
+    per-iteration schedules; shared by the trainer and the benchmarks."""
     method.channels_last = rt.channels_last
     method.to(rt.device)
     if rt.channels_last:
         method.to(memory_format=torch.channels_last)
     if rt.compile:
         compile_backbones(method)
-    method.setup(cfg.train.epochs, data.steps_per_epoch)
+    method.setup(epochs, steps_per_epoch)
     return method
 
 
