@@ -1,8 +1,9 @@
 """Deterministic, resumable data loading for multi-crop pretraining and evaluation.
 
-The sampler yields ``(position, sample_seed)`` keys; the dataset seeds the augmentation of each
-sample with its own seed, so the views of a sample do not depend on the number of workers, the
-rank layout or batches skipped on a mid-epoch resume.
+The sampler yields ``(position, sample_seed)`` keys; the dataset hands out each image with its
+seed and the collate function makes the views of the batch, each sample's from its own seed, so
+the views of a sample do not depend on the number of workers, the batch it lands in, the rank
+layout or batches skipped on a mid-epoch resume.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sslight.data.batch_views import BatchedMultiCrop
 from sslight.data.sources import ImageSource
-from sslight.data.transforms import eval_transform
+from sslight.data.transforms import MultiCropTransform, eval_transform
 
 _MASK64 = (1 << 64) - 1
 
@@ -120,8 +122,29 @@ class EpochSampler(Sampler[tuple[int, int]]):
             yield position, sample_seed(self.seed, self.epoch, position)
 
 
-class MultiCropDataset(Dataset):
-    """``dataset[(position, sample_seed)] -> (views, label)``; views depend only on the seed."""
+class SeededImageDataset(Dataset):
+    """``dataset[(position, sample_seed)] -> (uint8 image, label, sample_seed)``: the training
+    loader's items; ``MultiCropCollate`` makes their views, in the worker, a batch at a time."""
+
+    def __init__(self, source: ImageSource, indices: torch.Tensor | None = None) -> None:
+        self.source = source
+        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.source) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        position, seed = key
+        index = position if self.indices is None else int(self.indices[position])
+        image, label = self.source[index]
+        return image, label, seed
+
+
+class MultiCropDataset(SeededImageDataset):
+    """``dataset[(position, sample_seed)] -> (views, label)``; views depend only on the seed.
+
+    With a ``MultiCropTransform`` the views are the ones the training loader makes of that key.
+    """
 
     def __init__(
         self,
@@ -129,17 +152,14 @@ class MultiCropDataset(Dataset):
         transform: Callable[[torch.Tensor], list[torch.Tensor]],
         indices: torch.Tensor | None = None,
     ) -> None:
-        self.source = source
+        super().__init__(source, indices)
         self.transform = transform
-        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long)
 
-    def __len__(self) -> int:
-        return len(self.source) if self.indices is None else len(self.indices)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
-        position, seed = key
-        index = position if self.indices is None else int(self.indices[position])
-        image, label = self.source[index]
+    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:  # type: ignore[override]
+        image, label, seed = super().__getitem__(key)
+        batched = getattr(self.transform, "batched", None)
+        if batched is not None:
+            return [view[0] for view in batched([image], [seed])], label
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             views = self.transform(image)
@@ -154,6 +174,21 @@ def collate_views(
     views = [torch.stack([sample[0][v] for sample in batch]) for v in range(num_views)]
     labels = torch.tensor([sample[1] for sample in batch], dtype=torch.long)
     return views, labels
+
+
+class MultiCropCollate:
+    """``[(image, label, seed), ...] -> (views, labels)``: the batched multi-crop transform run
+    as the loader's collate function (so inside its worker processes)."""
+
+    def __init__(self, transform: BatchedMultiCrop) -> None:
+        self.transform = transform
+
+    def __call__(
+        self, batch: Sequence[tuple[torch.Tensor, int, int]]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        images, labels, seeds = zip(*batch, strict=True)
+        views = self.transform(images, seeds)
+        return views, torch.tensor(labels, dtype=torch.long)
 
 
 class EvalDataset(Dataset):
@@ -184,7 +219,7 @@ class EvalDataset(Dataset):
 
 def build_train_loader(
     source: ImageSource,
-    transform: Callable[[torch.Tensor], list[torch.Tensor]],
+    transform: MultiCropTransform | BatchedMultiCrop,
     batch_size: int,
     seed: int,
     *,
@@ -194,15 +229,16 @@ def build_train_loader(
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> tuple[DataLoader, EpochSampler]:
-    """A multi-crop train loader and its sampler (call ``sampler.set_epoch`` every epoch)."""
-    dataset = MultiCropDataset(source, transform, indices)
+    """A multi-crop train loader and its sampler (call ``sampler.set_epoch`` every epoch); each
+    worker makes the views of a whole batch at once (``MultiCropCollate``)."""
+    dataset = SeededImageDataset(source, indices)
     sampler = EpochSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_views,
+        collate_fn=MultiCropCollate(getattr(transform, "batched", transform)),
         pin_memory=pin_memory,
         drop_last=False,
         persistent_workers=num_workers > 0,

@@ -1,15 +1,16 @@
 """Multi-crop augmentation recipes (DINO, SwAV, MoCo-v2) on uint8 image tensors.
 
-Every view: bicubic RandomResizedCrop → flip on the uint8 image, then float32 in [0, 1] →
-colour jitter → grayscale → blur (→ solarize) → ImageNet normalisation. The colour operations run
-on floats: one conversion per view instead of a uint8 round trip (and rounding) per operation.
-The recipes follow the original papers' code (DINO ``main_dino.DataAugmentationDINO``, SwAV
-``MultiCropDataset``, MoCo-v2 ``aug_plus``).
+Every view: bicubic RandomResizedCrop → flip, then float32 in [0, 1] → colour jitter →
+grayscale → blur (→ solarize) → ImageNet normalisation. A recipe is a list of ``ViewSpec``; the
+views are computed for a whole batch at once by ``BatchedMultiCrop`` (sslight/data/batch_views.py),
+each sample's from its own seed. ``view_pipeline`` spells a spec as the equivalent per-image
+torchvision v2 transforms, the reference those batched maths follow. The recipes follow the
+original papers' code (DINO ``main_dino.DataAugmentationDINO``, SwAV ``MultiCropDataset``,
+MoCo-v2 ``aug_plus``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,12 +18,15 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from sslight.data.batch_ops import (
+    BLUR_SIGMA,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SOLARIZE_THRESHOLD,
+    blur_kernel_size,
+)
+from sslight.data.batch_views import BatchedMultiCrop, ViewSpec
 from sslight.registry import Registry
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-BLUR_SIGMA = (0.1, 2.0)
-SOLARIZE_THRESHOLD = 128
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -36,11 +40,6 @@ class CropSpec:
     scale: tuple[float, float]
 
 
-def blur_kernel_size(size: int) -> int:
-    """The odd integer nearest 0.1 × ``size``, at least 3 (23 at 224 px)."""
-    return max(3, 2 * math.floor((0.1 * size - 1) / 2 + 0.5) + 1)
-
-
 def _maybe(transform: Transform, p: float) -> list[Transform]:
     if p <= 0.0:
         return []
@@ -51,31 +50,24 @@ def _to_normalised_float() -> list[Transform]:
     return [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def view_pipeline(
-    crop: CropSpec,
-    *,
-    jitter: tuple[float, float, float, float],
-    jitter_p: float = 0.8,
-    grayscale_p: float = 0.2,
-    blur_p: float = 0.5,
-    solarize_p: float = 0.0,
-) -> T.Compose:
-    """The augmentation of one view, ending in a normalised float32 tensor of ``crop.size``."""
-    brightness, contrast, saturation, hue = jitter
+def view_pipeline(spec: ViewSpec) -> T.Compose:
+    """``spec`` as per-image torchvision v2 transforms (normalised float32 of ``spec.size``)."""
+    brightness, contrast, saturation, hue = spec.jitter
+    solarize = T.RandomSolarize(SOLARIZE_THRESHOLD / 255, p=spec.solarize_p)
     return T.Compose(
         [
             T.RandomResizedCrop(
-                crop.size,
-                scale=crop.scale,
+                spec.size,
+                scale=spec.scale,
                 interpolation=InterpolationMode.BICUBIC,
                 antialias=True,
             ),
-            T.RandomHorizontalFlip(p=0.5),
+            T.RandomHorizontalFlip(p=spec.flip_p),
             T.ToDtype(torch.float32, scale=True),
-            *_maybe(T.ColorJitter(brightness, contrast, saturation, hue), jitter_p),
-            T.RandomGrayscale(p=grayscale_p),
-            *_maybe(T.GaussianBlur(blur_kernel_size(crop.size), sigma=BLUR_SIGMA), blur_p),
-            *([T.RandomSolarize(SOLARIZE_THRESHOLD / 255, p=solarize_p)] if solarize_p > 0 else []),
+            *_maybe(T.ColorJitter(brightness, contrast, saturation, hue), spec.jitter_p),
+            T.RandomGrayscale(p=spec.grayscale_p),
+            *_maybe(T.GaussianBlur(blur_kernel_size(spec.size), sigma=BLUR_SIGMA), spec.blur_p),
+            *([solarize] if spec.solarize_p > 0 else []),
             T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
@@ -83,37 +75,46 @@ def view_pipeline(
 
 class MultiCropTransform:
     """``img -> [global views..., local views...]``; global view ``i`` uses
-    ``global_pipelines[i % len(global_pipelines)]``, every local view ``local_pipeline``."""
+    ``global_specs[i % len(global_specs)]``, every local view ``local_spec``.
+
+    ``batched(images, seeds)`` makes the views of a batch (what the training loader runs); calling
+    the transform on one image does the same with a seed drawn from torch's global generator.
+    ``views`` holds each view's per-image torchvision form (``view_pipeline``).
+    """
 
     def __init__(
         self,
         global_crops: CropSpec,
         local_crops: CropSpec,
-        global_pipelines: Sequence[Transform],
-        local_pipeline: Transform | None,
+        global_specs: Sequence[ViewSpec],
+        local_spec: ViewSpec | None,
     ) -> None:
         if global_crops.number < 1:
             raise ValueError(f"need at least one global crop, got {global_crops.number}")
-        if local_crops.number > 0 and local_pipeline is None:
-            raise ValueError("local crops requested but no local pipeline given")
+        if local_crops.number > 0 and local_spec is None:
+            raise ValueError("local crops requested but no local view given")
         self.global_crops = global_crops
         self.local_crops = local_crops
-        self.views: list[Transform] = [
-            global_pipelines[i % len(global_pipelines)] for i in range(global_crops.number)
-        ]
-        self.views += [local_pipeline] * local_crops.number  # type: ignore[list-item]
-        self.sizes: list[int] = [global_crops.size] * global_crops.number + [
-            local_crops.size
-        ] * local_crops.number
+        specs = [global_specs[i % len(global_specs)] for i in range(global_crops.number)]
+        specs += [local_spec] * local_crops.number  # type: ignore[list-item]
+        self.batched = BatchedMultiCrop(specs)
+        self.specs: tuple[ViewSpec, ...] = self.batched.specs
+        self.sizes: list[int] = [spec.size for spec in self.specs]
+        self.views: list[T.Compose] = [view_pipeline(spec) for spec in self.specs]
 
     def __call__(self, img: torch.Tensor) -> list[torch.Tensor]:
-        return [view(img) for view in self.views]
+        seed = int(torch.randint(2**63 - 1, ()))
+        return [view[0] for view in self.batched([img], [seed])]
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(global_crops={self.global_crops}, "
             f"local_crops={self.local_crops})"
         )
+
+
+def _spec(crops: CropSpec, jitter: tuple[float, float, float, float], **probs: float) -> ViewSpec:
+    return ViewSpec(crops.size, tuple(crops.scale), jitter, **probs)  # type: ignore[arg-type]
 
 
 Recipe = Callable[[CropSpec, CropSpec], MultiCropTransform]
@@ -128,10 +129,10 @@ def dino_recipe(global_crops: CropSpec, local_crops: CropSpec) -> MultiCropTrans
         global_crops,
         local_crops,
         [
-            view_pipeline(global_crops, jitter=jitter, blur_p=1.0),
-            view_pipeline(global_crops, jitter=jitter, blur_p=0.1, solarize_p=0.2),
+            _spec(global_crops, jitter, blur_p=1.0),
+            _spec(global_crops, jitter, blur_p=0.1, solarize_p=0.2),
         ],
-        view_pipeline(local_crops, jitter=jitter, blur_p=0.5),
+        _spec(local_crops, jitter, blur_p=0.5),
     )
 
 
@@ -142,8 +143,8 @@ def swav_recipe(global_crops: CropSpec, local_crops: CropSpec) -> MultiCropTrans
     return MultiCropTransform(
         global_crops,
         local_crops,
-        [view_pipeline(global_crops, jitter=jitter, blur_p=0.5)],
-        view_pipeline(local_crops, jitter=jitter, blur_p=0.5),
+        [_spec(global_crops, jitter, blur_p=0.5)],
+        _spec(local_crops, jitter, blur_p=0.5),
     )
 
 
@@ -154,8 +155,8 @@ def moco_recipe(global_crops: CropSpec, local_crops: CropSpec) -> MultiCropTrans
     return MultiCropTransform(
         global_crops,
         local_crops,
-        [view_pipeline(global_crops, jitter=jitter, blur_p=0.5)],
-        view_pipeline(local_crops, jitter=jitter, blur_p=0.5),
+        [_spec(global_crops, jitter, blur_p=0.5)],
+        _spec(local_crops, jitter, blur_p=0.5),
     )
 
 

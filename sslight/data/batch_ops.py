@@ -1,0 +1,124 @@
+"""Batched tensor maths of the multi-crop views, with one parameter per row.
+
+Resized crops go through torch's bicubic antialias ``interpolate``; colour jitter, grayscale,
+Gaussian blur and solarize work on ``[N, 3, h, w]`` float tensors, in place where they can. For
+the same parameters each op matches its torchvision v2 functional counterpart
+(``adjust_brightness`` ... ``solarize``) within float rounding; tests/test_batch_views.py checks
+it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BLUR_SIGMA = (0.1, 2.0)
+SOLARIZE_THRESHOLD = 128
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+_HUE_OFFSETS = (5.0, 3.0, 1.0)  # HSV → RGB: channel c = V − C·clamp(min(k, 4 − k), 0, 1)
+
+
+def blur_kernel_size(size: int) -> int:
+    """The odd integer nearest 0.1 × ``size``, at least 3 (23 at 224 px)."""
+    return max(3, 2 * math.floor((0.1 * size - 1) / 2 + 0.5) + 1)
+
+
+def _rows(factor: torch.Tensor) -> torch.Tensor:
+    return factor.view(-1, 1, 1, 1)
+
+
+def resized_crops(
+    images: Sequence[torch.Tensor], boxes: list[list[int]], size: int
+) -> torch.Tensor:
+    """``[len(boxes), 3, size, size]``: for each ``(image, top, left, height, width)`` box, that
+    crop of ``images[image]`` (float, [0, 1]) resized bicubic with antialiasing, as torchvision's
+    ``resized_crop`` on float images, clamped to [0, 1]. One ``interpolate`` per crop: torch's
+    separable kernel reads only the taps it needs, which beats batched dense resampling matrices
+    once crops are smaller than their images."""
+    crops = [
+        torch.nn.functional.interpolate(
+            images[b][None, :, top : top + height, left : left + width],
+            size=(size, size),
+            mode="bicubic",
+            antialias=True,
+        )
+        for b, top, left, height, width in boxes
+    ]
+    return torch.cat(crops).clamp_(0.0, 1.0)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 1, h, w]`` luma of RGB ``x`` (torchvision's weights)."""
+    r, g, b = x.unbind(1)
+    return (
+        r.mul(GRAY_WEIGHTS[0])
+        .add_(g, alpha=GRAY_WEIGHTS[1])
+        .add_(b, alpha=GRAY_WEIGHTS[2])[:, None]
+    )
+
+
+def adjust_brightness_(x: torch.Tensor, factor: torch.Tensor) -> None:
+    x.mul_(_rows(factor)).clamp_(0.0, 1.0)
+
+
+def adjust_contrast_(x: torch.Tensor, factor: torch.Tensor) -> None:
+    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    x.mul_(_rows(factor)).add_(mean.mul_(_rows(1 - factor))).clamp_(0.0, 1.0)
+
+
+def adjust_saturation_(x: torch.Tensor, factor: torch.Tensor) -> None:
+    gray = grayscale(x).mul_(_rows(1 - factor))
+    x.mul_(_rows(factor)).add_(gray).clamp_(0.0, 1.0)
+
+
+def adjust_hue_(x: torch.Tensor, factor: torch.Tensor) -> None:
+    """Rotate the HSV hue by ``factor`` turns, keeping value and saturation: each channel is
+    ``V − C·clamp(min(k, 4 − k), 0, 1)``, ``k = (n + 6·hue) mod 6`` (n = 5, 3, 1 for R, G, B)."""
+    low, high = torch.aminmax(x, dim=1, keepdim=True)
+    chroma = high - low
+    inverse = torch.where(chroma > 0, chroma.reciprocal(), torch.zeros_like(chroma))
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    hue6 = torch.where(
+        r == high,
+        g - b,
+        torch.where(g == high, (b - r).add_(chroma, alpha=2), (r - g).add_(chroma, alpha=4)),
+    ).mul_(inverse)
+    offsets = torch.tensor(_HUE_OFFSETS, dtype=x.dtype).view(1, 3, 1, 1) + 6 * _rows(factor)
+    k = (hue6 + offsets).remainder_(6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0).mul_(chroma)
+    torch.sub(high, ramp, out=x)
+
+
+JITTER_OPS = (adjust_brightness_, adjust_contrast_, adjust_saturation_, adjust_hue_)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Each row blurred with its own ``sigma`` (``kernel_size`` taps, reflected edges), as
+    torchvision's ``gaussian_blur``: separable, as two grouped convolutions."""
+    rows, channels, height, width = x.shape
+    half = kernel_size // 2
+    taps = torch.linspace(-half, half, kernel_size, dtype=torch.float32) / math.sqrt(2.0)
+    kernel = torch.softmax(-((taps / sigma.float().view(-1, 1)) ** 2), dim=1)  # [N, k]
+    kernel = kernel.repeat_interleave(channels, dim=0)  # one filter per (row, channel)
+    padded = torch.nn.functional.pad(x, [half, half, half, half], mode="reflect")
+    flat = padded.view(1, rows * channels, height + 2 * half, width + 2 * half)
+    groups = rows * channels
+    flat = torch.nn.functional.conv2d(flat, kernel.view(groups, 1, kernel_size, 1), groups=groups)
+    flat = torch.nn.functional.conv2d(flat, kernel.view(groups, 1, 1, kernel_size), groups=groups)
+    return flat.view(rows, channels, height, width)
+
+
+def solarize(x: torch.Tensor) -> torch.Tensor:
+    """Invert the pixels at or above 128/255 (torchvision's ``solarize`` on [0, 1] floats)."""
+    return torch.where(x >= SOLARIZE_THRESHOLD / 255, 1.0 - x, x)
+
+
+def normalise_(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean/std normalisation, in place."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)

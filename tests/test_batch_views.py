@@ -1,0 +1,188 @@
+"""Tests of the batched multi-crop views: per-sample determinism, torchvision-equal maths,
+parameter statistics and odd inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from sslight.data import CropSpec, MultiCropDataset, build_multicrop, build_train_loader
+from sslight.data import batch_ops as ops
+from sslight.data.batch_views import BatchedMultiCrop, ViewSpec
+from sslight.data.sources import TensorImageSource
+
+GLOBAL = CropSpec(number=2, size=32, scale=(0.3, 1.0))
+LOCAL = CropSpec(number=3, size=16, scale=(0.05, 0.3))
+JITTER_OPS = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
+
+
+def _images(count: int, size: int = 40, seed: int = 0) -> torch.Tensor:
+    """Smooth colourful uint8 images (noise would make bicubic overshoot dominate)."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count, 3, 6, 6, generator=gen) * 255
+    return F.resize(coarse, [size, size], antialias=True).round().clamp(0, 255).to(torch.uint8)
+
+
+def _reference_view(image: torch.Tensor, params, v: int, spec: ViewSpec) -> torch.Tensor:
+    """One view made with torchvision's functional ops from the drawn parameters."""
+    top, left, height, width = params.boxes[v].tolist()
+    x = F.resized_crop(
+        image.float() / 255,
+        top,
+        left,
+        height,
+        width,
+        [spec.size, spec.size],
+        interpolation=InterpolationMode.BICUBIC,
+        antialias=True,
+    ).clamp(0, 1)
+    if params.flip[v]:
+        x = F.horizontal_flip(x)
+    if params.jitter[v]:
+        for op in params.order[v].tolist():
+            x = JITTER_OPS[op](x, float(params.factors[v, op]))
+    if params.gray[v]:
+        x = F.rgb_to_grayscale(x, num_output_channels=3)
+    if params.blur[v]:
+        k = ops.blur_kernel_size(spec.size)
+        x = F.gaussian_blur(x, [k, k], [float(params.sigma[v])] * 2)
+    if params.solarize[v]:
+        x = F.solarize(x, ops.SOLARIZE_THRESHOLD / 255)
+    return F.normalize(x, list(ops.IMAGENET_MEAN), list(ops.IMAGENET_STD))
+
+
+def _sample(params, b: int):
+    return type(params)(**{k: getattr(params, k)[b] for k in vars(params)})
+
+
+@pytest.mark.parametrize("recipe", ["dino", "swav", "moco"])
+def test_views_equal_torchvision_ops_with_the_drawn_parameters(recipe):
+    transform = build_multicrop(recipe, GLOBAL, LOCAL).batched
+    images, seeds = _images(8), list(range(100, 108))
+    views = transform(list(images), seeds)
+    params = transform.draw(seeds, [40] * 8, [40] * 8)
+    assert params.jitter.any() and params.gray.any() and params.flip.any()
+    assert params.blur.any() and not params.blur.all()
+    for b in range(8):
+        for v, spec in enumerate(transform.specs):
+            expected = _reference_view(images[b], _sample(params, b), v, spec)
+            torch.testing.assert_close(views[v][b], expected, atol=2e-5, rtol=0)
+
+
+def test_colour_ops_match_torchvision():
+    x = torch.rand(5, 3, 12, 14)
+    x[0, :, :2] = 0.5  # grey pixels: no hue
+    factors = torch.tensor([0.6, 1.0, 1.4, 0.0, 1.9])
+    hues = torch.tensor([-0.5, -0.1, 0.0, 0.07, 0.5])
+    for ours, theirs, f in zip(ops.JITTER_OPS, JITTER_OPS, [factors] * 3 + [hues], strict=True):
+        y = x.clone()
+        ours(y, f)
+        expected = torch.stack([theirs(x[i], float(f[i])) for i in range(5)])
+        torch.testing.assert_close(y, expected, atol=2e-6, rtol=0)
+    gray = F.rgb_to_grayscale(x, num_output_channels=1)
+    torch.testing.assert_close(ops.grayscale(x), gray, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ops.solarize(x), F.solarize(x, 128 / 255))
+    sigma = torch.tensor([0.1, 0.5, 1.0, 1.5, 2.0])
+    for k in (3, 9):
+        expected = torch.stack(
+            [F.gaussian_blur(x[i], [k, k], [float(sigma[i])] * 2) for i in range(5)]
+        )
+        torch.testing.assert_close(ops.gaussian_blur(x, sigma, k), expected, atol=1e-6, rtol=0)
+
+
+def test_views_depend_only_on_the_sample_seed():
+    transform = build_multicrop("dino", GLOBAL, LOCAL).batched
+    images, seeds = list(_images(8)), [7 * i + 3 for i in range(8)]
+    full = transform(images, seeds)
+    picked = [5, 0, 2]
+    alone = transform([images[i] for i in picked], [seeds[i] for i in picked])
+    for whole, part in zip(full, alone, strict=True):
+        assert torch.equal(whole[picked], part)
+    again = transform(images, seeds)
+    assert all(torch.equal(a, b) for a, b in zip(full, again, strict=True))
+    other = transform(images, [s + 1 for s in seeds])
+    assert not torch.equal(full[0], other[0])
+
+
+def test_loader_batches_equal_the_per_sample_views():
+    images = _images(16, size=32)
+    source = TensorImageSource(images, torch.arange(16) % 4, [str(i) for i in range(4)])
+    transform = build_multicrop("dino", GLOBAL, LOCAL)
+    loader, sampler = build_train_loader(source, transform, batch_size=4, seed=3)
+    sampler.set_epoch(1)
+    keys = list(sampler)[4:8]
+    sampler.set_start_batch(1)
+    views, labels = next(iter(loader))
+    assert [tuple(v.shape) for v in views] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 3
+    assert all(v.dtype == torch.float32 and v.is_contiguous() for v in views)
+    dataset = MultiCropDataset(source, transform)
+    for row, key in enumerate(keys):
+        alone, label = dataset[key]
+        assert label == int(labels[row])
+        assert all(torch.equal(v[row], a) for v, a in zip(views, alone, strict=True))
+
+
+def test_plain_view_is_the_normalised_image():
+    plain = ViewSpec(24, (1.0, 1.0), (0.4, 0.4, 0.2, 0.1), 0.0, 0.0, 0.0, 0.0, flip_p=0.0)
+    images = _images(3, size=24)
+    (view,) = BatchedMultiCrop([plain])(list(images), [1, 2, 3])
+    mean = torch.tensor(ops.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(ops.IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(view, (images.float() / 255 - mean) / std, atol=1e-5, rtol=0)
+
+
+def test_dino_parameter_statistics():
+    transform = build_multicrop("dino", GLOBAL, LOCAL).batched
+    n = 4000
+    p = transform.draw(range(n), [40] * n, [40] * n)
+    rate = {
+        k: getattr(p, k).double().mean(0) for k in ("flip", "jitter", "gray", "blur", "solarize")
+    }
+    tolerance = 4 * math.sqrt(0.25 / n)  # four standard errors at worst
+
+    def near(values: torch.Tensor, expected: list[float]) -> bool:
+        return bool((values - torch.tensor(expected, dtype=torch.float64)).abs().max() < tolerance)
+
+    assert near(rate["flip"], [0.5] * 5)
+    assert near(rate["jitter"], [0.8] * 5)
+    assert near(rate["gray"], [0.2] * 5)
+    assert near(rate["blur"], [1.0, 0.1, 0.5, 0.5, 0.5])
+    assert near(rate["solarize"], [0.0, 0.2, 0.0, 0.0, 0.0])
+    codes = (p.order * torch.tensor([64, 16, 4, 1])).sum(-1).flatten()
+    counts = codes.unique(return_counts=True)[1]
+    assert len(counts) == 24 and counts.min() > 0.7 * len(codes) / 24  # every order, evenly
+    brightness, hue = p.factors[..., 0], p.factors[..., 3]
+    assert brightness.min() >= 0.6 and brightness.max() <= 1.4
+    assert abs(brightness.mean() - 1) < 0.02
+    assert hue.min() >= -0.1 and hue.max() <= 0.1 and p.factors[..., 2].min() >= 0.8
+    assert p.sigma.min() >= 0.1 and p.sigma.max() <= 2.0
+    top, left, height, width = p.boxes.unbind(-1)
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + height <= 40).all() and (left + width <= 40).all()
+    area = (height * width).double() / 1600
+    assert area[:, :2].min() > 0.25 and area[:, 2:].max() < 0.35  # scale ranges, rounding aside
+    assert 0.25 < area[:, 2:].mean() / area[:, :2].mean() < 0.4
+    ratio = (width / height).double()
+    assert ratio.min() > 0.6 and ratio.max() < 1.6 and abs(ratio.log().mean()) < 0.02
+
+
+def test_images_of_different_sizes_and_bad_input():
+    transform = build_multicrop("moco", GLOBAL, LOCAL).batched
+    images = [_images(1, size=s)[0] for s in (40, 20, 40)]
+    images[1] = images[1][:, :, :13]  # 20 × 13: a tall image, as image_folder gives them
+    views = transform(images, [1, 2, 3])
+    assert [tuple(v.shape) for v in views] == [(3, 3, 32, 32)] * 2 + [(3, 3, 16, 16)] * 3
+    alone = transform(images[1:2], [2])
+    assert all(torch.equal(v[1:2], a) for v, a in zip(views, alone, strict=True))
+    tiny = transform([torch.zeros(3, 2, 1, dtype=torch.uint8)], [0])  # smaller than the crops
+    assert tiny[0].shape == (1, 3, 32, 32) and all(torch.isfinite(v).all() for v in tiny)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        transform([images[0].float()], [0])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        transform([images[0][:1]], [0])
+    with pytest.raises(ValueError, match="2 images for 1 seeds"):
+        transform(images[:2], [0])
