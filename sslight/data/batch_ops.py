@@ -19,7 +19,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BLUR_SIGMA = (0.1, 2.0)
 SOLARIZE_THRESHOLD = 128
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
-_HUE_OFFSETS = (5.0, 3.0, 1.0)  # HSV → RGB: channel c = V − C·clamp(min(k, 4 − k), 0, 1)
+# HSV → RGB: channel c = V − C·clamp(min(k, 4 − k), 0, 1), k = (n_c + 6·hue) mod 6
+_HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def blur_kernel_size(size: int) -> int:
@@ -80,14 +83,14 @@ def adjust_hue_(x: torch.Tensor, factor: torch.Tensor) -> None:
     ``V − C·clamp(min(k, 4 − k), 0, 1)``, ``k = (n + 6·hue) mod 6`` (n = 5, 3, 1 for R, G, B)."""
     low, high = torch.aminmax(x, dim=1, keepdim=True)
     chroma = high - low
-    inverse = torch.where(chroma > 0, chroma.reciprocal(), torch.zeros_like(chroma))
+    inverse = chroma.clamp(min=1e-12).reciprocal_()  # grey pixels: 0 · 1e12, no hue
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     hue6 = torch.where(
         r == high,
         g - b,
         torch.where(g == high, (b - r).add_(chroma, alpha=2), (r - g).add_(chroma, alpha=4)),
     ).mul_(inverse)
-    offsets = torch.tensor(_HUE_OFFSETS, dtype=x.dtype).view(1, 3, 1, 1) + 6 * _rows(factor)
+    offsets = _HUE_OFFSETS + 6 * _rows(factor)
     k = (hue6 + offsets).remainder_(6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0).mul_(chroma)
     torch.sub(high, ramp, out=x)
@@ -119,6 +122,4 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
 
 def normalise_(x: torch.Tensor) -> torch.Tensor:
     """ImageNet mean/std normalisation, in place."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
+    return x.sub_(_MEAN).div_(_STD)

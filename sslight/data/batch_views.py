@@ -27,6 +27,7 @@ RATIO = (3 / 4, 4 / 3)
 _CROP, _FLIP, _JITTER, _ORDER, _FACTORS = 2 * ATTEMPTS, 2 * ATTEMPTS + 2, 2 * ATTEMPTS + 3, 23, 27
 _GRAY, _BLUR, _SIGMA, _SOLARIZE = 31, 32, 33, 34
 DRAWS = 35
+_ORDER_CODE = torch.tensor([64, 16, 4, 1])  # a jitter order as one number
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,7 @@ class BatchedMultiCrop:
             return t[:, index].transpose(0, 1).flatten(0, 1)
 
         order = rows_of(params.order)
-        code = torch.where(
-            rows_of(params.jitter), (order * torch.tensor([64, 16, 4, 1])).sum(-1) + 1, 0
-        )
+        code = torch.where(rows_of(params.jitter), (order * _ORDER_CODE).sum(-1) + 1, 0)
         key, rows = (rows_of(params.blur).long() * 1000 + code).sort(stable=True)
         boxes = torch.cat([(rows % count)[:, None], rows_of(params.boxes)[rows]], dim=1)
         x = ops.resized_crops(pixels, boxes.tolist(), size)
