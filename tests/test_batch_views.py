@@ -152,9 +152,11 @@ def test_dino_parameter_statistics():
     assert near(rate["gray"], [0.2] * 5)
     assert near(rate["blur"], [1.0, 0.1, 0.5, 0.5, 0.5])
     assert near(rate["solarize"], [0.0, 0.2, 0.0, 0.0, 0.0])
-    codes = (p.order * torch.tensor([64, 16, 4, 1])).sum(-1).flatten()
+    codes = (p.order * torch.tensor([64, 16, 4, 1])).sum(-1)[p.jitter]
     counts = codes.unique(return_counts=True)[1]
     assert len(counts) == 24 and counts.min() > 0.7 * len(codes) / 24  # every order, evenly
+    first = p.order[..., 0][p.jitter].bincount(minlength=4).double() / len(codes)
+    assert (first - 0.25).abs().max() < 4 * math.sqrt(0.25 * 0.75 / len(codes))  # unbiased
     brightness, hue = p.factors[..., 0], p.factors[..., 3]
     assert brightness.min() >= 0.6 and brightness.max() <= 1.4
     assert abs(brightness.mean() - 1) < 0.02

@@ -6,8 +6,9 @@ are torchvision v2's: ``RandomResizedCrop`` (10 attempts, log-uniform aspect rat
 centre-crop fallback), ``RandomHorizontalFlip``, ``RandomApply(ColorJitter)`` (factors uniform in
 the jitter ranges, the four ops in a random order), ``RandomGrayscale``, ``GaussianBlur`` (sigma
 uniform in 0.1–2), ``RandomSolarize``. The pixels are then worked on per view size, all samples
-together (sslight/data/batch_ops.py): crops as matrix products, colour ops on contiguous runs
-of rows that share a jitter order, blur, grayscale and solarize on the rows they drew.
+together (sslight/data/batch_ops.py): one bicubic antialias resize per crop, then colour ops on
+contiguous runs of rows that share a jitter order, grayscale, blur and solarize on the rows that
+drew them, with per-row factors.
 """
 
 from __future__ import annotations
@@ -22,19 +23,21 @@ from sslight.data import batch_ops as ops
 
 ATTEMPTS = 10  # RandomResizedCrop's tries before its centre-crop fallback
 RATIO = (3 / 4, 4 / 3)
-# Uniform draws per view: (area, ratio) per attempt, top, left, flip, jitter?, 4 for the jitter
-# order, 4 jitter factors, grayscale?, blur?, sigma, solarize?
-_CROP, _FLIP, _JITTER, _ORDER, _FACTORS = 2 * ATTEMPTS, 2 * ATTEMPTS + 2, 2 * ATTEMPTS + 3, 23, 27
-_GRAY, _BLUR, _SIGMA, _SOLARIZE = 31, 32, 33, 34
-DRAWS = 35
+# Uniform draws per view, by position: (area, ratio) per attempt, then top, left, flip, jitter?,
+# 4 for the jitter order, 4 jitter factors, grayscale?, blur?, sigma, solarize?
+_CROP = 2 * ATTEMPTS
+_FLIP, _JITTER, _ORDER = _CROP + 2, _CROP + 3, _CROP + 4
+_FACTORS = _ORDER + 4
+_GRAY, _BLUR, _SIGMA, _SOLARIZE = range(_FACTORS + 4, _FACTORS + 8)
+DRAWS = _SOLARIZE + 1
 _ORDER_CODE = torch.tensor([64, 16, 4, 1])  # a jitter order as one number
 
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One view's augmentation: a ``size`` px crop of area ``scale``, flip p 0.5, colour jitter
-    (brightness, contrast, saturation, hue) with probability ``jitter_p``, grayscale, blur and
-    solarize probabilities, then ImageNet normalisation."""
+    """One view's augmentation: a ``size`` px crop of area ``scale``, flipped with probability
+    ``flip_p``, colour jitter (brightness, contrast, saturation, hue) with probability
+    ``jitter_p``, grayscale, blur and solarize probabilities, then ImageNet normalisation."""
 
     size: int
     scale: tuple[float, float]
