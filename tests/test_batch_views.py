@@ -188,3 +188,15 @@ def test_images_of_different_sizes_and_bad_input():
         transform([images[0][:1]], [0])
     with pytest.raises(ValueError, match="2 images for 1 seeds"):
         transform(images[:2], [0])
+
+
+def test_loader_takes_a_per_image_transform_too():
+    """Any ``image -> views`` callable (linear evaluation's one augmented view) runs per sample."""
+    images = _images(8, size=20)
+    source = TensorImageSource(images, torch.arange(8) % 2, ["a", "b"])
+    loader, sampler = build_train_loader(source, lambda im: [im.flip(-1)], batch_size=4, seed=1)
+    (views,), labels = next(iter(loader))
+    positions = [p for p, _ in sampler][:4]
+    assert torch.equal(views, images[positions].flip(-1)) and labels.tolist() == [
+        p % 2 for p in positions
+    ]

@@ -219,7 +219,7 @@ class EvalDataset(Dataset):
 
 def build_train_loader(
     source: ImageSource,
-    transform: MultiCropTransform | BatchedMultiCrop,
+    transform: MultiCropTransform | BatchedMultiCrop | Callable[[torch.Tensor], list[torch.Tensor]],
     batch_size: int,
     seed: int,
     *,
@@ -229,16 +229,25 @@ def build_train_loader(
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> tuple[DataLoader, EpochSampler]:
-    """A multi-crop train loader and its sampler (call ``sampler.set_epoch`` every epoch); each
-    worker makes the views of a whole batch at once (``MultiCropCollate``)."""
-    dataset = SeededImageDataset(source, indices)
+    """A multi-crop train loader and its sampler (call ``sampler.set_epoch`` every epoch).
+
+    With a multi-crop transform each worker makes the views of a whole batch at once
+    (``MultiCropCollate``); any other ``image -> views`` callable runs per sample, seeded with
+    the sample's seed (``MultiCropDataset``)."""
+    batched = transform if isinstance(transform, BatchedMultiCrop) else None
+    batched = getattr(transform, "batched", batched)
+    if batched is not None:
+        dataset: Dataset = SeededImageDataset(source, indices)
+        collate: Callable = MultiCropCollate(batched)
+    else:
+        dataset, collate = MultiCropDataset(source, transform, indices), collate_views
     sampler = EpochSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=MultiCropCollate(getattr(transform, "batched", transform)),
+        collate_fn=collate,
         pin_memory=pin_memory,
         drop_last=False,
         persistent_workers=num_workers > 0,
