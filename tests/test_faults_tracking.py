@@ -216,7 +216,13 @@ def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_
             every=0.5,
         )
 
-    _wait(lambda: attempts()[-1].state in ("finished", "failed"), "the cell to end", every=1)
+    # the rest of 40 epochs after three restarts: minutes on a machine loaded by other work
+    _wait(
+        lambda: attempts()[-1].state in ("finished", "failed"),
+        "the cell to end",
+        timeout_s=900,
+        every=1,
+    )
     with _registry(tmp_path) as registry:
         run = registry.run(submission.key)
         states = [a.state for a in registry.attempts(submission.key)]
