@@ -171,7 +171,7 @@ def compare(
     )
 
 
-ROUNDS = {"32px": (5, 2), "96px": (3, 1)}  # (interleaved rounds, timed steps per round)
+ROUNDS = {"32px": (5, 2), "96px": (5, 2)}  # (interleaved rounds, timed steps per round)
 
 
 def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
