@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import GEOMETRIES, comparison, fashion_images, interleaved, median
+from benchmarks.common import GEOMETRIES, fashion_images, versus_lightly
 from benchmarks.lightly_step import PILDataset, lightly_transform
 from sslight.data import CropSpec, build_multicrop
 from sslight.data.batch_views import BatchedMultiCrop
@@ -51,20 +51,13 @@ def compare(geometry: str, *, quick: bool) -> dict[str, Any]:
     pil_images = PILDataset(images, labels, None).images
     theirs = lightly_transform(geo)
     tensors = list(images)
-    rates = interleaved(
-        {
-            "ours": lambda: batched_views_per_second(ours.batched, tensors, batch),
-            "lightly": lambda: views_per_second(theirs, pil_images),
-        },
+    return versus_lightly(
+        lambda: batched_views_per_second(ours.batched, tensors, batch),
+        lambda: views_per_second(theirs, pil_images),
         rounds,
-    )
-    return comparison(
-        median(rates["ours"]),
-        median(rates["lightly"]),
         TARGET,
         unit="views/s",
         batch=batch,
-        rounds=rates,
     )
 
 

@@ -99,6 +99,21 @@ def comparison(ours: float, theirs: float, target: float | None = None, **extra:
     return entry
 
 
+def versus_lightly(
+    ours: Callable[[], float],
+    lightly: Callable[[], float],
+    rounds: int,
+    target: float,
+    **extra: Any,
+) -> dict:
+    """Interleaved rounds of our rate and lightly's, compared by their medians (``comparison``),
+    with every round's rates kept under ``rounds``."""
+    rates = interleaved({"ours": ours, "lightly": lightly}, rounds)
+    return comparison(
+        median(rates["ours"]), median(rates["lightly"]), target, **extra, rounds=rates
+    )
+
+
 def timed(fn: Callable[[], Any]) -> float:
     """Seconds one call of ``fn`` takes."""
     start = time.perf_counter()

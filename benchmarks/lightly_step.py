@@ -20,12 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import (
     GEOMETRIES,
-    comparison,
     fashion_images,
-    interleaved,
     loader_workers,
-    median,
     set_threads,
+    versus_lightly,
 )
 from benchmarks.train_step import BATCH, TrainStep, bench_config, our_loader, throughput
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
@@ -154,20 +152,13 @@ def compare(
         generator=torch.Generator().manual_seed(0),
     )
     dev = ours.rt.device
-    rates = interleaved(
-        {
-            "ours": lambda: throughput(ours, ours_loader, 1, steps, dev),
-            "lightly": lambda: throughput(theirs, theirs_loader, 1, steps, dev),
-        },
+    return versus_lightly(
+        lambda: throughput(ours, ours_loader, 1, steps, dev),
+        lambda: throughput(theirs, theirs_loader, 1, steps, dev),
         rounds,
-    )
-    return comparison(
-        median(rates["ours"]),
-        median(rates["lightly"]),
         TARGET,
         unit="images/s",
         batch_size=batch,
-        rounds=rates,
     )
 
 
