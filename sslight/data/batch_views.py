@@ -185,9 +185,9 @@ class BatchedMultiCrop:
         def rows_of(t: torch.Tensor) -> torch.Tensor:  # [B, V, ...] → [per·B, ...] view-major
             return t[:, index].transpose(0, 1).flatten(0, 1)
 
-        order = rows_of(params.order)
+        order, blur = rows_of(params.order), rows_of(params.blur)
         code = torch.where(rows_of(params.jitter), (order * _ORDER_CODE).sum(-1) + 1, 0)
-        key, rows = (rows_of(params.blur).long() * 1000 + code).sort(stable=True)
+        key, rows = (blur.long() * 1000 + code).sort(stable=True)
         boxes = torch.cat([(rows % count)[:, None], rows_of(params.boxes)[rows]], dim=1)
         x = ops.resized_crops(pixels, boxes.tolist(), size)
         _apply_rows(x, rows_of(params.flip)[rows], lambda p: p.flip(-1))
@@ -199,7 +199,7 @@ class BatchedMultiCrop:
                 for op in order[start].tolist():
                     ops.JITTER_OPS[op](x[start:stop], factors[start:stop, op])
         _apply_rows(x, rows_of(params.gray)[rows], lambda p: ops.grayscale(p).expand_as(p))
-        blurred = int(rows_of(params.blur).sum())
+        blurred = int(blur.sum())
         if blurred:  # the blurred rows sort last
             tail = x[len(rows) - blurred :]
             sigma = rows_of(params.sigma)[rows][-blurred:]

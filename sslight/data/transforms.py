@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -79,7 +80,8 @@ class MultiCropTransform:
 
     ``batched(images, seeds)`` makes the views of a batch (what the training loader runs); calling
     the transform on one image does the same with a seed drawn from torch's global generator.
-    ``views`` holds each view's per-image torchvision form (``view_pipeline``).
+    ``views`` gives each view's per-image torchvision form (``view_pipeline``), built on first
+    use only: training never needs it.
     """
 
     def __init__(
@@ -100,7 +102,11 @@ class MultiCropTransform:
         self.batched = BatchedMultiCrop(specs)
         self.specs: tuple[ViewSpec, ...] = self.batched.specs
         self.sizes: list[int] = [spec.size for spec in self.specs]
-        self.views: list[T.Compose] = [view_pipeline(spec) for spec in self.specs]
+
+    @cached_property
+    def views(self) -> list[T.Compose]:
+        """Each view as the equivalent per-image torchvision v2 pipeline."""
+        return [view_pipeline(spec) for spec in self.specs]
 
     def __call__(self, img: torch.Tensor) -> list[torch.Tensor]:
         seed = int(torch.randint(2**63 - 1, ()))
