@@ -32,7 +32,7 @@ def _die() -> None:
 
 
 def install(phase: str, step: int) -> None:
-    from sslight.engine import checkpoint, trainer
+    from sslight.engine import checkpoint, train_state
     from sslight.methods.dino import DINO
 
     if phase not in PHASES:
@@ -82,7 +82,7 @@ def install(phase: str, step: int) -> None:
             _die()
         return out
 
-    trainer.save_checkpoint = save
+    train_state.save_checkpoint = save
     checkpoint.os = FaultyOs()
     checkpoint.torch = FaultyTorch()
     DINO.training_step = training_step

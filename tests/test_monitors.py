@@ -121,7 +121,7 @@ def _epoch_lines(path) -> list[dict]:
 
 
 def test_a_collapsing_run_is_flagged_and_warned_about(make_run, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="sslight.engine.trainer"):
+    with caplog.at_level(logging.WARNING, logger="sslight.engine.epoch_end"):
         result = sslight.run(_collapsing_run(make_run, tmp_path))
 
     epochs = _epoch_lines(tmp_path)

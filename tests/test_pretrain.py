@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 
-from sslight.engine import trainer
+from sslight.engine import train_state
 from sslight.engine.checkpoint import CheckpointError
 from sslight.engine.metrics import read_metrics
-from sslight.engine.trainer import NonFiniteLossError, pretrain
+from sslight.engine.train_one_epoch import NonFiniteLossError
+from sslight.engine.trainer import pretrain
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet18", "resnet34", "vit_tiny"])
@@ -91,7 +92,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_matches_an_unint
     pretrain(full)
 
     crashed = make_run(tmp_path / "crashed", **common)
-    original_save = trainer.save_checkpoint
+    original_save = train_state.save_checkpoint
     saves = {"n": 0}
 
     def save_then_die(state, directory):
@@ -100,10 +101,10 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_matches_an_unint
         if saves["n"] == 2:  # after step 2 of epoch 1: mid-epoch
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train_state, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         pretrain(crashed)
-    monkeypatch.setattr(trainer, "save_checkpoint", original_save)
+    monkeypatch.setattr(train_state, "save_checkpoint", original_save)
     state = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)
     assert (state["epoch"], state["batch"]) == (0, 2)
 

@@ -1,4 +1,4 @@
-"""Optimisers with the seed repo's three parameter groups (DESIGN.md "Optimizer details").
+"""Optimisers with the seed repo's three parameter groups (docs/architecture.md).
 
 - 1-D tensors (biases, norm weights): no weight decay, excluded from LARS adaptation;
 - depthwise conv weights (4-D, ``shape[1] == 1``): no weight decay but LARS-adapted;

@@ -1,4 +1,5 @@
-"""The run directory contract (DESIGN.md): config.yaml, checkpoints/, metrics.jsonl, result.json.
+"""The run directory contract (docs/architecture.md): config.yaml, checkpoints/, metrics.jsonl,
+result.json, and init_weights.json when evaluation starts from given weights.
 
 ``config.yaml`` records the config a run was started with. A later command on the same directory
 (resume, more stages) must bring the same config: one that differs is refused (bad input) and the
@@ -22,12 +23,15 @@ CONFIG_KEYS_FREE_TO_CHANGE = ("output_dir", "train.progress", "train.log_every_s
 
 
 class RunDir:
+    """The paths of one run's directory; every file a run writes there is named here."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.config = self.root / "config.yaml"
         self.checkpoints = self.root / "checkpoints"
         self.metrics = self.root / "metrics.jsonl"
         self.result = self.root / "result.json"
+        self.init_weights = self.root / "init_weights.json"  # what init.weights loaded
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

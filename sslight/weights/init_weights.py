@@ -26,7 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sslight.config.load import ConfigError
+from sslight.config.load import ConfigError, config_to_dict, resolve
+from sslight.engine.checkpoint import CheckpointError, load_checkpoint
+from sslight.engine.rundir import RunDir
+from sslight.engine.train_state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,8 @@ def eval_backbone_from_checkpoint(cfg: Any, state: Mapping[str, Any]) -> nn.Modu
     """The backbone ``cfg``'s method evaluates, with the weights of a training checkpoint."""
     from sslight.methods import METHODS
 
-    probe = state.get("probe") or {}
-    num_classes = probe["weight"].shape[0] if "weight" in probe else 1
-    method = METHODS.get(cfg.method).build(cfg, num_classes=num_classes)
-    method.student.load_state_dict(state["model"])
-    method.load_extra_state(state["method_state"])
+    method = METHODS.get(cfg.method).build(cfg, num_classes=TrainState.probe_classes(state))
+    TrainState.load_weights(method, state)
     return method.eval_backbone()
 
 
@@ -50,13 +50,13 @@ def _fail(path: Path, problem: str, source: str) -> ConfigError:
 
 
 def _read(path: Path, source: str, release: str | None) -> tuple[Any, Path]:
-    from sslight.engine.checkpoint import CheckpointError, load_checkpoint
     from sslight.weights.safe_unpickle import UnsafePickleError, load_untrusted
 
     if path.is_dir() and release and (path / release).is_file():
         path = path / release
     elif path.is_dir():
-        directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        checkpoints = RunDir(path).checkpoints
+        directory = checkpoints if checkpoints.is_dir() else path
         try:
             state = load_checkpoint(directory)
         except CheckpointError as err:
@@ -82,17 +82,15 @@ def _read(path: Path, source: str, release: str | None) -> tuple[Any, Path]:
 
 
 def _from_training_checkpoint(state: Mapping[str, Any]) -> tuple[str, dict, dict]:
-    from sslight.config.load import resolve
-
     try:
-        cfg = resolve(state["config"], source="its config")
+        cfg = resolve(TrainState.recorded_config(state), source="its config")
         backbone = eval_backbone_from_checkpoint(cfg, state)
     except (ConfigError, KeyError, RuntimeError, ValueError) as err:
         raise ValueError(f"an sslight checkpoint this version cannot read: {err}") from None
     report = {
         "kind": "sslight checkpoint",
         "method": cfg.method,
-        "trained_epochs": state.get("epoch"),
+        "trained_epochs": TrainState.epochs_done(state),
     }
     return cfg.backbone, backbone.state_dict(), report
 
@@ -143,7 +141,7 @@ def load_init_weights(
 
     obj, path = _read(Path(path_text).expanduser(), source, release)
     target = build_backbone(backbone).state_dict()
-    if isinstance(obj, Mapping) and {"model", "method_state", "config"} <= set(obj):
+    if TrainState.is_checkpoint(obj):
         try:
             found, weights, report = _from_training_checkpoint(obj)
         except ValueError as err:
@@ -195,11 +193,9 @@ def check_init_weights(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Load ``cfg.init.weights`` once before any stage runs (bad input fails fast, exit 2) and
     record what was loaded and what was not in ``<run_dir>/init_weights.json``, next to the
     ``config.yaml`` that pretraining would otherwise have written."""
-    from sslight.config.load import config_to_dict
-    from sslight.engine.rundir import RunDir
-
     _, report = _load_for(cfg)
-    RunDir(run_dir).record_config(config_to_dict(cfg))
+    run = RunDir(run_dir)
+    run.record_config(config_to_dict(cfg))
     log.info("init.weights %s: %s, %d tensors", report["path"], report["kind"], report["tensors"])
-    (run_dir / "init_weights.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    run.init_weights.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
