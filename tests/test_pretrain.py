@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import yaml
+from interrupt import pretrain_killed_after_save
 
-from sslight.engine import train_state
 from sslight.engine.checkpoint import CheckpointError
 from sslight.engine.metrics import read_metrics
 from sslight.engine.train_one_epoch import NonFiniteLossError
@@ -92,19 +92,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_matches_an_unint
     pretrain(full)
 
     crashed = make_run(tmp_path / "crashed", **common)
-    original_save = train_state.save_checkpoint
-    saves = {"n": 0}
-
-    def save_then_die(state, directory):
-        original_save(state, directory)
-        saves["n"] += 1
-        if saves["n"] == 2:  # after step 2 of epoch 1: mid-epoch
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(train_state, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(crashed)
-    monkeypatch.setattr(train_state, "save_checkpoint", original_save)
+    pretrain_killed_after_save(crashed, 2, monkeypatch)  # after step 2 of epoch 1: mid-epoch
     state = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)
     assert (state["epoch"], state["batch"]) == (0, 2)
 
