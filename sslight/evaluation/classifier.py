@@ -1,5 +1,6 @@
-"""What linear evaluation and semi-supervised fine-tuning share: the labelled data, a classifier
-(features + linear head), one training epoch, top-k accuracy, and the resumable epoch loop.
+"""What linear evaluation and semi-supervised fine-tuning share: a classifier (features + linear
+head), one training epoch, top-k accuracy, and the resumable epoch loop (the labelled data they
+train on: sslight/evaluation/labelled_data.py).
 
 The loop follows DINO's ``eval_linear.py``: cosine learning rate to 0 (here per iteration),
 validation after every epoch, the best validation top-1 reported. It checkpoints after every
@@ -12,8 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,61 +21,36 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sslight.data import (
-    ImageSource,
-    build_eval_loader,
-    build_source,
-    build_train_loader,
-    linear_train_transform,
-    stratified_subset,
-)
 from sslight.engine.checkpoint import load_checkpoint, save_checkpoint
 from sslight.engine.optim import set_lr_and_weight_decay
 from sslight.engine.schedules import cosine_schedule
 from sslight.evaluation.features import amp_context
+from sslight.evaluation.labelled_data import (
+    Batches,
+    EpochBatches,
+    augmented_batches,
+    eval_batches,
+    load_labelled_data,
+    tensor_batches,
+)
 
 log = logging.getLogger(__name__)
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-EpochBatches = Callable[[int], Batches]
-
-
-@dataclass
-class LabelledData:
-    """The run's train split (restricted to ``data.train_subset``) and val split (``val_subset``);
-    ``*_indices`` are positions in the source, None meaning all of it."""
-
-    train: ImageSource
-    train_indices: torch.Tensor | None
-    val: ImageSource
-    val_indices: torch.Tensor | None
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    @property
-    def train_pool(self) -> torch.Tensor:
-        """Source indices of the usable training images."""
-        if self.train_indices is None:
-            return torch.arange(len(self.train))
-        return self.train_indices
-
-
-def load_labelled_data(cfg: Any) -> LabelledData:
-    """Both splits of ``cfg.data.dataset``, subset as in pretraining (stratified, ``cfg.seed``)."""
-    data = cfg.data
-
-    def split(name: str, size: int | float | None) -> tuple[ImageSource, torch.Tensor | None]:
-        source = build_source(
-            data.dataset, data.root, name, image_size=data.image_size, download=data.download
-        )
-        indices = stratified_subset(source.labels, size, cfg.seed) if size else None
-        return source, indices
-
-    train, train_indices = split("train", data.train_subset)
-    val, val_indices = split("val", data.val_subset)
-    return LabelledData(train, train_indices, val, val_indices)
+__all__ = [
+    "Batches",
+    "Classifier",
+    "EpochBatches",
+    "amp_dtype_for",
+    "augmented_batches",
+    "completed_result",
+    "eval_batches",
+    "evaluate_topk",
+    "fit_classifier",
+    "linear_head",
+    "load_labelled_data",
+    "tensor_batches",
+    "train_classifier_epoch",
+]
 
 
 def amp_dtype_for(cfg: Any, device: torch.device) -> torch.dtype | None:
@@ -121,73 +96,6 @@ class Classifier(nn.Module):
         if self.frozen_features:
             self.features.eval()
         return self
-
-
-class _SingleView:
-    """Adapts a one-view transform to the multi-crop dataset, which expects a list of views."""
-
-    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.transform = transform
-
-    def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
-        return [self.transform(image)]
-
-
-def augmented_batches(
-    source: ImageSource,
-    indices: torch.Tensor | None,
-    image_size: int,
-    batch_size: int,
-    seed: int,
-    num_workers: int,
-) -> tuple[EpochBatches, int]:
-    """Per-epoch batches of ``linear_train_transform`` images (seeded per sample, full batches
-    only) and the number of batches per epoch."""
-    loader, sampler = build_train_loader(
-        source,
-        _SingleView(linear_train_transform(image_size)),
-        batch_size,
-        seed,
-        indices=indices,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        sampler.set_epoch(epoch)
-        for views, labels in loader:
-            yield views[0], labels
-
-    return epoch_batches, sampler.batches_per_epoch
-
-
-def tensor_batches(
-    features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int
-) -> tuple[EpochBatches, int]:
-    """Per-epoch shuffled full batches of cached features (permutation seeded by seed + epoch)."""
-    steps = len(features) // batch_size
-
-    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        perm = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed + epoch))
-        for step in range(steps):
-            chosen = perm[step * batch_size : (step + 1) * batch_size]
-            yield features[chosen], labels[chosen]
-
-    return epoch_batches, steps
-
-
-def eval_batches(
-    source: ImageSource,
-    indices: torch.Tensor | None,
-    image_size: int,
-    batch_size: int,
-    num_workers: int,
-) -> Batches:
-    """Ordered ``eval_transform`` batches; the batch size is capped by the number of images."""
-    count = len(source) if indices is None else len(indices)
-    return build_eval_loader(
-        source, image_size, min(batch_size, count), indices=indices, num_workers=num_workers
-    )
 
 
 def train_classifier_epoch(
@@ -286,14 +194,7 @@ def fit_classifier(
         raise ValueError(f"{stage}: no full training batch per epoch")
     lrs = cosine_schedule(lr, 0.0, epochs, steps_per_epoch)
     state = load_checkpoint(checkpoint_dir)
-    start = 0
-    best: dict[str, float] = {"top1": -1.0, "top5": 0.0, "epoch": -1}
-    last: dict[str, float] = {"top1": 0.0, "top5": 0.0}
-    if state is not None:
-        model.trainable.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, best, last = state["epoch"], state["best"], state["last"]
-        log.info("%s: resuming at epoch %d/%d", stage, start + 1, epochs)
+    start, best, last = _resume(model, optimizer, state, stage, epochs)
     for epoch in range(start, epochs):
         epoch_lrs = lrs[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
         batches = itertools.islice(train_batches(epoch), steps_per_epoch)
@@ -316,16 +217,44 @@ def fit_classifier(
             "last": last,
         }
         save_checkpoint(state, checkpoint_dir)
-        log.info(
-            "%s epoch %d/%d: loss %.4f, val top-1 %.2f top-5 %.2f (best %.2f)",
-            stage,
-            epoch + 1,
-            epochs,
-            loss,
-            top1,
-            top5,
-            best["top1"],
-        )
+        _log_epoch(stage, epoch, epochs, loss, last, best)
     if state is None:
         raise RuntimeError(f"{stage}: no epoch to run (epochs={epochs})")
     return _summary(state)
+
+
+def _resume(
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any] | None,
+    stage: str,
+    epochs: int,
+) -> tuple[int, dict[str, float], dict[str, float]]:
+    """The epoch to start at and the best and last validation results so far, the model and
+    optimizer restored from checkpoint ``state`` when there is one."""
+    if state is None:
+        return 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}, {"top1": 0.0, "top5": 0.0}
+    model.trainable.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("%s: resuming at epoch %d/%d", stage, state["epoch"] + 1, epochs)
+    return state["epoch"], state["best"], state["last"]
+
+
+def _log_epoch(
+    stage: str,
+    epoch: int,
+    epochs: int,
+    loss: float,
+    last: dict[str, float],
+    best: dict[str, float],
+) -> None:
+    log.info(
+        "%s epoch %d/%d: loss %.4f, val top-1 %.2f top-5 %.2f (best %.2f)",
+        stage,
+        epoch + 1,
+        epochs,
+        loss,
+        last["top1"],
+        last["top5"],
+        best["top1"],
+    )

@@ -67,14 +67,7 @@ def train_detector(
 ) -> None:
     """Train ``model`` for ``det.max_iters`` iterations (continuing from ``checkpoint_dir``)."""
     optimizer = detection_optimizer(model, det)
-    start = 0
-    state = load_checkpoint(checkpoint_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if "optimizer" in state:  # the final checkpoint keeps the weights only
-            optimizer.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        log.info("detection: resuming at iteration %d of %d", start, det.max_iters)
+    start = _resume(model, optimizer, checkpoint_dir, det)
     if start >= det.max_iters:
         return
     batches = TrainBatches(len(dataset), det.batch_size, det.max_iters, seed, start)
@@ -89,21 +82,7 @@ def train_detector(
     tick, ticked = time.perf_counter(), start
     for iteration, (images, targets) in enumerate(loader, start=start):
         lr = lr_at(iteration, det)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [_to_device(target, device) for target in targets]
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            parts = {k: float(v.detach()) for k, v in losses.items()}
-            raise FloatingPointError(
-                f"detection loss is {loss_value} at iteration {iteration}: {parts}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        losses, loss_value = _train_step(model, optimizer, images, targets, lr, iteration, device)
         done = iteration + 1
         if done % log_every == 0 or done == det.max_iters:
             seconds = (time.perf_counter() - tick) / (done - ticked)
@@ -117,6 +96,50 @@ def train_detector(
         elif done % det.checkpoint_every_iters == 0:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
             save_checkpoint({**state, "iteration": done}, checkpoint_dir)
+
+
+def _resume(
+    model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint_dir: Path, det: Any
+) -> int:
+    """The iteration to continue at, model and optimizer restored from ``checkpoint_dir``."""
+    state = load_checkpoint(checkpoint_dir)
+    if state is None:
+        return 0
+    model.load_state_dict(state["model"])
+    if "optimizer" in state:  # the final checkpoint keeps the weights only
+        optimizer.load_state_dict(state["optimizer"])
+    start = int(state["iteration"])
+    log.info("detection: resuming at iteration %d of %d", start, det.max_iters)
+    return start
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: list[torch.Tensor],
+    targets: list[dict[str, Any]],
+    lr: float,
+    iteration: int,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], float]:
+    """One SGD step at ``lr``; the model's losses and their sum (FloatingPointError if it is not
+    finite)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [_to_device(target, device) for target in targets]
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        parts = {k: float(v.detach()) for k, v in losses.items()}
+        raise FloatingPointError(
+            f"detection loss is {loss_value} at iteration {iteration}: {parts}"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return losses, loss_value
 
 
 def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
