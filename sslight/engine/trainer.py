@@ -55,6 +55,7 @@ def pretrain(cfg: BaseModel, on_epoch: EpochHook | None = None) -> dict[str, Any
 
 
 def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict[str, Any]:
+    """Set up, resume where the last checkpoint stopped, train the remaining epochs."""
     run = _set_up(cfg, env)
     if run.state.resume(run.run_dir.checkpoints):
         run.metrics.rewind(run.state.step)
@@ -77,17 +78,19 @@ def _set_up(cfg: Any, env: DistEnv) -> Pretraining:
     method = _build_method(cfg, data, rt, env)
     model = _distribute(method, rt, env)
     optimizer = build_optimizer(train.optimizer, method.trainable_modules(), train.momentum)
+    lr_schedule, wd_schedule = _schedules(train, data.steps_per_epoch)
     return Pretraining(
-        cfg,
-        env,
-        run_dir,
-        rt,
-        data,
-        model,
-        TrainState(method, optimizer, env, cfg, data.steps_per_epoch),
-        *_schedules(train, data.steps_per_epoch),
-        MetricsLog(run_dir.metrics, enabled=env.is_main),
-        EpochMonitor(method.collapse_reference()),
+        cfg=cfg,
+        env=env,
+        run_dir=run_dir,
+        rt=rt,
+        data=data,
+        model=model,
+        state=TrainState(method, optimizer, env, cfg, data.steps_per_epoch),
+        lr_schedule=lr_schedule,
+        wd_schedule=wd_schedule,
+        metrics=MetricsLog(run_dir.metrics, enabled=env.is_main),
+        monitor=EpochMonitor(method.collapse_reference()),
         show_bar=train.progress and env.is_main and sys.stderr.isatty(),
     )
 
