@@ -1,4 +1,4 @@
-"""The run config (DESIGN.md "The run config"): typed, validated, with located errors.
+"""The run config (docs/architecture.md, "The run config"): typed, validated, with located errors.
 
 Method-specific sections (``dino:``, later ``swav:``, ``moco:``) come from the method registry,
 so adding a method never edits this file.
@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from sslight.config.base import StrictModel
+from sslight.models.backbones import BACKBONES, detection_backbones
+from sslight.stages.names import COCO_STAGES, stage_names
 
 ViewPolicy = Literal["baseline", "sslight", "custom"]
 
@@ -286,8 +288,6 @@ class RunConfigBase(StrictModel):
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, stages: list[str], info: ValidationInfo) -> list[str]:
-        from sslight.pipeline import stage_names
-
         evaluation = info.data.get("eval") or EvalConfig()
         allowed = stage_names(evaluation.semi.fractions)
         unknown = [stage for stage in stages if stage not in allowed]
@@ -299,14 +299,12 @@ class RunConfigBase(StrictModel):
 
     @field_validator("stages")
     @classmethod
-    def _coco_stages_need_a_cnn(cls, stages: list[str], info: ValidationInfo) -> list[str]:
-        from sslight.models.backbones import BACKBONES
-
+    def _coco_stages_need_feature_maps(cls, stages: list[str], info: ValidationInfo) -> list[str]:
         backbone = info.data.get("backbone")
-        coco = [stage for stage in stages if stage in ("detection", "segmentation")]
-        if coco and backbone in BACKBONES and BACKBONES.get(backbone).family != "cnn":
+        coco = [stage for stage in stages if stage in COCO_STAGES]
+        if coco and backbone in BACKBONES and BACKBONES.get(backbone).detection is None:
             raise ValueError(
-                f"stage {coco[0]!r} needs a CNN backbone (mobilenet_v2, resnet18, resnet34), "
+                f"stage {coco[0]!r} needs a CNN backbone ({', '.join(detection_backbones())}), "
                 f"got {backbone!r}"
             )
         return stages
@@ -325,8 +323,6 @@ class RunConfigBase(StrictModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        from sslight.models.backbones import BACKBONES
-
         if name not in BACKBONES:
             raise ValueError(
                 f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES.names())}"
