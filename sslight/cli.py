@@ -19,10 +19,11 @@ from sslight.config.load import ConfigError, load_config
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
+_DESCRIPTION = __doc__.split("\n\n")[0].replace("``", "")  # --help prints plain text, not reST
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sslight", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="sslight", description=_DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "pretrain, then run the evaluation stages of the config"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,6 +24,16 @@ class Registry(Generic[T]):
             return obj
 
         return add
+
+    @contextmanager
+    def temporarily(self, name: str, obj: T) -> Iterator[T]:
+        """Register ``obj`` as ``name`` for the ``with`` block, then remove it again (tests
+        declare a toy component this way without leaving it behind for the next test)."""
+        self.register(name)(obj)
+        try:
+            yield obj
+        finally:
+            del self._items[name]
 
     def get(self, name: str) -> T:
         try:

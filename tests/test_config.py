@@ -1,7 +1,7 @@
 """The run config: presets, crop scaling, overrides, located errors, the CLI surface, stable keys.
 
 Config only: nothing here builds a network or touches data. Expected numbers are the seed repo's
-configs as recorded in DESIGN.md ("What the seed repo does").
+configs as recorded in docs/architecture.md ("What the seed repo does").
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from sslight.models.backbones import BACKBONES, backbone_spec
 REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------
-# The seed repo's numbers (DESIGN.md). One entry per (method, backbone family) a method presets.
-# A method registered later must add its rows (views in tests/seed_table.py): the preset tests
-# fail until it does.
+# The seed repo's numbers (docs/architecture.md). One entry per (method, backbone family) a method
+# presets. A method registered later must add its rows (views in tests/seed_table.py): the preset
+# tests fail until it does.
 # ---------------------------------------------------------------------------------------------
 
 # Shared by every seed config: 200 epochs, 1024 batch, 10 warmup epochs, no clipping.

@@ -25,7 +25,7 @@ from sslight.evaluation.detection import transfer
 from sslight.evaluation.detection_model import build_detector
 from sslight.evaluation.detection_train import lr_at, train_detector
 from sslight.models.backbones import build_backbone
-from sslight.pipeline import load_eval_backbone
+from sslight.weights.eval_backbone import load_eval_backbone
 
 DEB_DIR = Path("/usr/share/datasets/fashion-mnist")
 TINY_DETECTION = {

@@ -18,7 +18,8 @@ from sslight.models import (
     resolution_groups,
 )
 
-EXPECTED = {
+# The paper's backbones and their facts (Tan et al., ICLR 2023); a registry may hold more.
+PAPER_BACKBONES = {
     "mobilenet_v2": ("cnn", 1280, None),
     "resnet18": ("cnn", 512, None),
     "resnet34": ("cnn", 512, None),
@@ -38,9 +39,9 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_registry_lists_the_four_backbones() -> None:
-    assert BACKBONES.names() == sorted(EXPECTED)
-    for name, (family, dim, patch) in EXPECTED.items():
+def test_registry_holds_the_papers_backbones() -> None:
+    assert set(PAPER_BACKBONES) <= set(BACKBONES.names())
+    for name, (family, dim, patch) in PAPER_BACKBONES.items():
         spec = backbone_spec(name)
         assert (spec.name, spec.family, spec.embed_dim, spec.patch_size) == (
             name,
@@ -55,15 +56,16 @@ def test_unknown_backbone_lists_allowed_names() -> None:
         build_backbone("resnet50")
     message = str(err.value)
     assert "resnet50" in message
-    for name in EXPECTED:
+    for name in BACKBONES.names():
         assert name in message
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", BACKBONES.names())
 def test_backbone_builds_offline_and_maps_to_embed_dim(name: str, offline: None) -> None:
     torch.manual_seed(0)
     model = build_backbone(name, drop_path_rate=0.1).eval()
-    family, dim, _ = EXPECTED[name]
+    spec = backbone_spec(name)
+    family, dim = spec.family, spec.embed_dim
     assert (model.name, model.family, model.embed_dim) == (name, family, dim)
     with torch.no_grad():
         for size in (32, 16):
@@ -89,6 +91,37 @@ def test_backbones_keep_upstream_key_names(offline: None) -> None:
     assert not any(k.startswith("fc.") for k in resnet_keys)
     vit_keys = build_backbone("vit_tiny").state_dict()
     assert {"cls_token", "pos_embed", "blocks.0.attn.qkv.weight"} <= set(vit_keys)
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_export_layout_covers_its_backbone_exactly(name: str) -> None:
+    spec = backbone_spec(name)
+    model = build_backbone(name)
+    assert spec.family in ("cnn", "vit") and (spec.patch_size is None) == (spec.family == "cnn")
+    prefix = spec.layout.prefix
+    reference = spec.layout.build().state_dict()
+    ours = {key.removeprefix(prefix) for key in model.state_dict()}
+    assert ours == set(reference), "the export layout must cover the backbone exactly"
+
+
+def test_specs_carry_what_other_modules_used_to_list() -> None:
+    """channels_last, detection feature maps and release tags, as measured / released."""
+    from sslight.config.schema import TrainConfig
+    from sslight.engine.runtime import Runtime
+    from sslight.models.backbones import detection_backbones
+    from sslight.weights.seed_import import released_name
+
+    assert detection_backbones() == ["mobilenet_v2", "resnet18", "resnet34"]
+    auto = TrainConfig(device="cpu", channels_last="auto")
+    assert [Runtime.from_config(auto, n).channels_last for n in PAPER_BACKBONES] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    names = [released_name("dino", n, "sslight") for n in PAPER_BACKBONES]
+    assert names == [f"dino_{tag}_sslight.pth.tar" for tag in ("mnv2", "r18", "r34", "vitt16")]
+    assert released_name("dino", "unknown_net", "baseline") == "dino_unknown_net_baseline.pth.tar"
 
 
 def test_resolution_groups_are_consecutive_runs() -> None:

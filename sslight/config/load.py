@@ -15,18 +15,12 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from sslight.config.errors import ConfigError
 from sslight.config.schema import RunConfig, RunConfigBase
 from sslight.config.views import preset_views
+from sslight.models.backbones import BACKBONES, backbone_spec
 
 _IMAGE_SIZE = TypeAdapter(Annotated[int, Field(ge=8, le=1024)])
-
-
-class ConfigError(ValueError):
-    """Bad user input: ``source: key: problem``. CLIs print it and exit 2."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        self.source, self.key, self.problem = source, key, problem
-        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -106,7 +100,6 @@ def _choice(raw: Mapping[str, Any], key: str, allowed: list[str], source: str) -
 def resolve(raw: Mapping[str, Any], source: str = "config") -> BaseModel:
     """Fill recipe defaults and the view preset under ``raw``, then validate."""
     from sslight.methods import METHODS
-    from sslight.models.backbones import BACKBONES, backbone_spec
 
     method = METHODS.get(_choice(raw, "method", METHODS.names(), source))
     backbone = backbone_spec(_choice(raw, "backbone", BACKBONES.names(), source))

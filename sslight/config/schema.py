@@ -1,4 +1,4 @@
-"""The run config (DESIGN.md "The run config"): typed, validated, with located errors.
+"""The run config (docs/architecture.md, "The run config"): typed, validated, with located errors.
 
 Method-specific sections (``dino:``, later ``swav:``, ``moco:``) come from the method registry,
 so adding a method never edits this file.
@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from sslight.config.base import StrictModel
+from sslight.config.evaluation import EvalConfig
+from sslight.models.backbones import BACKBONES, detection_backbones
+from sslight.stages.names import COCO_STAGES, stage_names
 
 ViewPolicy = Literal["baseline", "sslight", "custom"]
 
@@ -143,116 +146,6 @@ class TrainConfig(StrictModel):
         return self
 
 
-class KnnConfig(StrictModel):
-    """Weighted k-NN on L2-normalised features (Wu et al. 2018, as in DINO's eval_knn)."""
-
-    k: list[int] = Field(default_factory=lambda: [20, 200])
-    temperature: float = Field(default=0.07, gt=0)
-    monitor: bool = True
-    monitor_k: int = Field(default=20, ge=1)
-    monitor_every_epochs: int = Field(default=1, ge=1)
-
-
-class LinearEvalConfig(StrictModel):
-    """Linear evaluation on the frozen backbone (seed repo: CNN LARS 0.05 × batch/256 = 0.8 at
-    4096, 100 epochs, wd 0, cosine; ViT-T SGD 0.01 × batch/256 on the last 4 blocks' CLS)."""
-
-    epochs: int = Field(default=100, ge=1)
-    batch_size: int = Field(default=4096, ge=1)
-    optimizer: Literal["auto", "lars", "sgd"] = "auto"  # auto: lars for CNNs, sgd for ViTs
-    base_lr: float | None = Field(default=None, gt=0)  # None: 0.05 (lars) / 0.01 (sgd)
-    weight_decay: float = Field(default=0.0, ge=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    n_last_blocks: int = Field(default=4, ge=1)
-    cached_features: bool = False
-    max_steps_per_epoch: int | None = Field(default=None, ge=1)
-
-
-class SemiConfig(StrictModel):
-    """Semi-supervised fine-tuning of the whole network on a fraction of the labels (seed repo:
-    1 % for 60 epochs, 10 % for 30, SGD Nesterov 0.03 × batch/256, wd 0). Stage names are
-    ``semi_<percent>``; ``split_dir`` holds ImageNet-style ``<percent>percent.txt`` files."""
-
-    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1])
-    epochs: list[int] = Field(default_factory=lambda: [60, 30])
-    batch_size: int = Field(default=256, ge=1)
-    base_lr: float = Field(default=0.03, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    split_dir: str | None = None
-    max_steps_per_epoch: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _one_epoch_count_per_fraction(self) -> SemiConfig:
-        if len(self.epochs) != len(self.fractions):
-            raise ValueError(
-                f"epochs has {len(self.epochs)} entries for {len(self.fractions)} fractions"
-            )
-        if any(not 0 < f <= 1 for f in self.fractions):
-            raise ValueError(f"fractions must be in (0, 1], got {self.fractions}")
-        return self
-
-
-class DetectionConfig(StrictModel):
-    """COCO transfer: Faster R-CNN (stage ``detection``) / Mask R-CNN (``segmentation``) + FPN.
-
-    Defaults are the seed repo's Detectron2 1x schedule: 90k iterations at batch 16, SGD lr 0.02,
-    momentum 0.9, wd 1e-4 (0 on norm layers), ×``gamma`` at ``steps``, linear warmup from
-    ``warmup_factor`` over 1000 iterations; shorter side 640–800 px (train) / 800 (test), ≤ 1333.
-    BatchNorm trains on the whole batch (the stage runs in one process, so this is what the
-    seed's SyncBN computes); ``freeze_bn`` keeps the pretrained statistics and affine parameters
-    instead (FrozenBatchNorm2d, standard at a few images per batch). ``data_root``: a COCO
-    root (``annotations/instances_<split>.json`` + ``<split>/``), or unset / ``synthetic`` for
-    Fashion-MNIST items on ``synthetic_canvas_size`` px canvases (splits ``train``/``val``)."""
-
-    data_root: str | None = None
-    train_split: str = "train2017"
-    val_split: str = "val2017"
-    val_images: int | None = Field(default=None, ge=1)  # evaluate on the first N only
-    max_iters: int = Field(default=90000, ge=1)
-    batch_size: int = Field(default=16, ge=1)
-    base_lr: float = Field(default=0.02, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    steps: list[int] = Field(default_factory=lambda: [60000, 80000])
-    gamma: float = Field(default=0.1, gt=0, le=1)
-    warmup_iters: int = Field(default=1000, ge=0)
-    warmup_factor: float = Field(default=0.001, gt=0, le=1)
-    min_size_train: list[int] = Field(default_factory=lambda: [640, 672, 704, 736, 768, 800])
-    min_size_test: int = Field(default=800, ge=8)
-    max_size: int = Field(default=1333, ge=8)
-    freeze_bn: bool = False
-    rpn_batch_size_per_image: int = Field(default=256, ge=1)
-    roi_batch_size_per_image: int = Field(default=512, ge=1)
-    rpn_proposals_test: int = Field(default=1000, ge=1)  # per image, after NMS
-    detections_per_image: int = Field(default=100, ge=1)
-    checkpoint_every_iters: int = Field(default=5000, ge=1)
-    synthetic_canvas_size: int = Field(default=128, ge=32, le=1024)
-    synthetic_images: tuple[int, int] = (2000, 500)  # train, val
-
-    @model_validator(mode="after")
-    def _schedule_fits(self) -> DetectionConfig:
-        if any(not 0 < step < self.max_iters for step in self.steps) or self.steps != sorted(
-            self.steps
-        ):
-            raise ValueError(
-                f"steps {self.steps} must increase and lie in (0, max_iters={self.max_iters}); "
-                f"set steps with max_iters (1x: [60000, 80000] of 90000)"
-            )
-        if self.warmup_iters > self.max_iters:
-            raise ValueError(f"warmup_iters {self.warmup_iters} exceeds max_iters {self.max_iters}")
-        return self
-
-
-class EvalConfig(StrictModel):
-    knn: KnnConfig = Field(default_factory=KnnConfig)
-    linear: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
-    semi: SemiConfig = Field(default_factory=SemiConfig)
-    # k-NN and linear also score a random-init backbone and raw pixels (evaluation/floors.py)
-    floors: bool = True
-    detection: DetectionConfig = Field(default_factory=DetectionConfig)
-
-
 class InitConfig(StrictModel):
     """``weights``: evaluate these weights instead of this run's pretraining (then ``stages`` may
     not contain ``pretrain``). An export, a run directory / ``last.pt``, or a seed ``*.pth.tar``;
@@ -286,8 +179,6 @@ class RunConfigBase(StrictModel):
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, stages: list[str], info: ValidationInfo) -> list[str]:
-        from sslight.pipeline import stage_names
-
         evaluation = info.data.get("eval") or EvalConfig()
         allowed = stage_names(evaluation.semi.fractions)
         unknown = [stage for stage in stages if stage not in allowed]
@@ -299,14 +190,12 @@ class RunConfigBase(StrictModel):
 
     @field_validator("stages")
     @classmethod
-    def _coco_stages_need_a_cnn(cls, stages: list[str], info: ValidationInfo) -> list[str]:
-        from sslight.models.backbones import BACKBONES
-
+    def _coco_stages_need_feature_maps(cls, stages: list[str], info: ValidationInfo) -> list[str]:
         backbone = info.data.get("backbone")
-        coco = [stage for stage in stages if stage in ("detection", "segmentation")]
-        if coco and backbone in BACKBONES and BACKBONES.get(backbone).family != "cnn":
+        coco = [stage for stage in stages if stage in COCO_STAGES]
+        if coco and backbone in BACKBONES and BACKBONES.get(backbone).detection is None:
             raise ValueError(
-                f"stage {coco[0]!r} needs a CNN backbone (mobilenet_v2, resnet18, resnet34), "
+                f"stage {coco[0]!r} needs a CNN backbone ({', '.join(detection_backbones())}), "
                 f"got {backbone!r}"
             )
         return stages
@@ -325,8 +214,6 @@ class RunConfigBase(StrictModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        from sslight.models.backbones import BACKBONES
-
         if name not in BACKBONES:
             raise ValueError(
                 f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES.names())}"

@@ -1,55 +1,44 @@
-"""Datasets, stratified subsets, multi-crop augmentations and deterministic loaders."""
+"""Datasets, stratified subsets, multi-crop augmentations and deterministic loaders.
 
-from sslight.data.loader import (
-    EpochSampler,
-    EvalDataset,
-    MultiCropDataset,
-    build_eval_loader,
-    build_train_loader,
-    collate_views,
-    sample_seed,
-)
-from sslight.data.sources import (
-    SOURCES,
-    DataRootError,
-    FileImageSource,
-    ImageSource,
-    TensorImageSource,
-    build_source,
-    default_data_root,
-)
-from sslight.data.subset import stratified_subset
-from sslight.data.transforms import (
-    AUG_RECIPES,
-    CropSpec,
-    MultiCropTransform,
-    blur_kernel_size,
-    build_multicrop,
-    eval_transform,
-    linear_train_transform,
-)
+Names are imported on first use (PEP 562): resolving a config lists the dataset registry
+(:mod:`sslight.data.sources`) and must not import torchvision, which the loaders and transforms
+do (and torchvision's own import pulls in its detection models).
+"""
 
-__all__ = [
-    "AUG_RECIPES",
-    "SOURCES",
-    "CropSpec",
-    "DataRootError",
-    "EpochSampler",
-    "EvalDataset",
-    "FileImageSource",
-    "ImageSource",
-    "MultiCropDataset",
-    "MultiCropTransform",
-    "TensorImageSource",
-    "blur_kernel_size",
-    "build_eval_loader",
-    "build_multicrop",
-    "build_source",
-    "build_train_loader",
-    "collate_views",
-    "default_data_root",
-    "eval_transform",
-    "linear_train_transform",
-    "sample_seed",
-    "stratified_subset",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AUG_RECIPES": "sslight.data.transforms",
+    "CropSpec": "sslight.data.transforms",
+    "DataRootError": "sslight.data.sources",
+    "EpochSampler": "sslight.data.loader",
+    "EvalDataset": "sslight.data.loader",
+    "FileImageSource": "sslight.data.sources",
+    "ImageSource": "sslight.data.sources",
+    "MultiCropDataset": "sslight.data.loader",
+    "MultiCropTransform": "sslight.data.transforms",
+    "SOURCES": "sslight.data.sources",
+    "TensorImageSource": "sslight.data.sources",
+    "blur_kernel_size": "sslight.data.transforms",
+    "build_eval_loader": "sslight.data.loader",
+    "build_multicrop": "sslight.data.transforms",
+    "build_source": "sslight.data.sources",
+    "build_train_loader": "sslight.data.loader",
+    "collate_views": "sslight.data.loader",
+    "default_data_root": "sslight.data.sources",
+    "eval_transform": "sslight.data.transforms",
+    "linear_train_transform": "sslight.data.transforms",
+    "sample_seed": "sslight.data.loader",
+    "stratified_subset": "sslight.data.subset",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sslight.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

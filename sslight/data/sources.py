@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
 
 from sslight.registry import Registry
 
@@ -85,6 +84,9 @@ class FileImageSource(ImageSource):
         self.classes = list(classes)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        # torchvision on first use: validating a config lists SOURCES without importing it
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
         image = decode_image(read_file(str(self.files[index])), mode=ImageReadMode.RGB)
         return image, int(self.labels[index])
 

@@ -12,10 +12,7 @@ import torch
 from torch import nn
 
 from sslight.config.schema import TrainConfig
-
-# Measured on a 2-core AVX2 CPU (DESIGN.md): channels_last speeds MobileNetV2 up ~1.3x and slows
-# ResNet18; ViTs do not use 4-D activations past the patch embedding.
-CHANNELS_LAST_WINS = {"mobilenet_v2"}
+from sslight.models.backbones import backbone_spec
 
 
 @dataclass(frozen=True)
@@ -35,8 +32,8 @@ class Runtime:
         use_cuda = wants_cuda(train)
         device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
         bf16 = train.precision == "bf16" or (train.precision == "auto" and use_cuda)
-        if train.channels_last == "auto":
-            channels_last = backbone in CHANNELS_LAST_WINS
+        if train.channels_last == "auto":  # what the backbone's spec measured fastest
+            channels_last = backbone_spec(backbone).channels_last
         else:
             channels_last = train.channels_last == "on"
         return cls(device, torch.bfloat16 if bf16 else None, channels_last, train.compile)

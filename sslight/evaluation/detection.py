@@ -1,12 +1,13 @@
-"""The ``detection`` and ``segmentation`` stages of ``sslight run`` (the paper's COCO columns).
+"""COCO transfer for the ``detection`` and ``segmentation`` stages (the paper's COCO columns).
 
 ``detection`` fine-tunes Faster R-CNN + FPN, ``segmentation`` Mask R-CNN + FPN, both starting
 from the run's pretrained backbone (the method's evaluated one, see
-``sslight.pipeline.load_eval_backbone``), on the COCO-format root of ``eval.detection.data_root``
-(unset or ``synthetic``: Fashion-MNIST items on canvases, made on first use). Results, in percent:
-``detection_box_ap``/``_ap50``/``_ap75``; ``segmentation_box_ap``, ``segmentation_mask_ap``/
-``_ap50``/``_ap75``. Training checkpoints go to ``checkpoints/<stage>/`` (the stage resumes from
-there) and its loss log to ``<stage>_log.jsonl``.
+``sslight.weights.eval_backbone.load_eval_backbone``), on the COCO-format root of
+``eval.detection.data_root`` (unset or ``synthetic``: Fashion-MNIST items on canvases, made on
+first use). Results, in percent: ``detection_box_ap``/``_ap50``/``_ap75``;
+``segmentation_box_ap``, ``segmentation_mask_ap``/``_ap50``/``_ap75``. Training checkpoints go
+to ``checkpoints/<stage>/`` (the stage resumes from there) and its loss log to
+``<stage>_log.jsonl``.
 
 The stage runs in one process (rank 0 of a run); see ``DetectionConfig`` for BatchNorm handling.
 """
@@ -23,10 +24,11 @@ from torch import nn
 from sslight.data.coco import CocoDetection
 from sslight.data.sources import DataRootError
 from sslight.data.synthetic_coco import ensure_synthetic_coco
+from sslight.engine.rundir import RunDir
 from sslight.evaluation.coco_eval import coco_ap, predict
-from sslight.evaluation.detection_model import FPN_BUILDERS, build_detector
+from sslight.evaluation.detection_model import build_detector
 from sslight.evaluation.detection_train import train_detector
-from sslight.pipeline import STAGES, load_eval_backbone
+from sslight.models.backbones import backbone_spec, detection_backbones
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,9 @@ def transfer(
 ) -> dict[str, float]:
     """Fine-tune an R-CNN on ``backbone`` (used in place) and return its COCO APs in percent."""
     det, stage = cfg.eval.detection, "segmentation" if masks else "detection"
-    if cfg.backbone not in FPN_BUILDERS:
+    if backbone_spec(cfg.backbone).detection is None:
         raise ValueError(
-            f"stage {stage!r} needs a CNN backbone ({', '.join(FPN_BUILDERS.names())}), "
+            f"stage {stage!r} needs a CNN backbone ({', '.join(detection_backbones())}), "
             f"got {cfg.backbone!r}"
         )
     train, val = detection_data(det, masks)
@@ -73,7 +75,7 @@ def transfer(
         seed=cfg.seed,
         workers=cfg.data.num_workers,
         device=device,
-        checkpoint_dir=run_dir / "checkpoints" / stage,
+        checkpoint_dir=RunDir(run_dir).checkpoints / stage,
         log_file=run_dir / f"{stage}_log.jsonl",
         log_every=cfg.train.log_every_steps,
     )
@@ -87,17 +89,3 @@ def transfer(
         "segmentation_box_ap": box["ap"],
         **{f"segmentation_mask_{name}": value for name, value in mask.items()},
     }
-
-
-@STAGES.register("detection")
-def detection_stage(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, float]:
-    """Faster R-CNN + FPN from the pretrained backbone: box AP, AP50, AP75."""
-    backbone = load_eval_backbone(cfg, run_dir, device)
-    return transfer(backbone, cfg, run_dir, device, masks=False)
-
-
-@STAGES.register("segmentation")
-def segmentation_stage(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, float]:
-    """Mask R-CNN + FPN from the pretrained backbone: box AP and mask AP, AP50, AP75."""
-    backbone = load_eval_backbone(cfg, run_dir, device)
-    return transfer(backbone, cfg, run_dir, device, masks=True)

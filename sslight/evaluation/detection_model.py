@@ -1,16 +1,8 @@
 """Faster R-CNN / Mask R-CNN with an FPN on our pretrained backbones (torchvision's detectors).
 
-Feature maps follow the seed repo's Detectron2 configs:
-
-* ResNet18/34: the outputs of ``layer1..layer4`` (C2–C5, strides 4–32) → P2–P5, plus P6 by max
-  pooling P5 (``LastLevelMaxPool``); one anchor size per level (32–512), RoIs pooled from P2–P5.
-  This is torchvision's ``_resnet_fpn_extractor`` with every layer trainable.
-* MobileNetV2: the last feature map of the stride-16 stage (``features.13``, 96 channels) and of
-  the stride-32 stage (``features.18``, 1280 channels) → P4, P5, plus P6 by max pooling (the seed's
-  ``stage4``/``stage5`` and ``p4``–``p6``); anchors (32, 64, 128), (64, 128, 256), (128, 256, 512)
-  per level, RoIs pooled from P4–P5. torchvision's ``mobilenet_backbone`` is not used: it takes
-  the output of the first stride-32 block (``features.14``) as its finer map, so both of its
-  levels have stride 32.
+Feature maps follow the seed repo's Detectron2 configs; each backbone declares its own FPN
+(``BackboneSpec.detection``, sslight/models/backbones/): ResNet18/34 put P2–P6 on C2–C5,
+MobileNetV2 P4–P6 on its stride-16 and stride-32 stages. A backbone without one cannot be used.
 
 The detector wraps the very backbone module it is given (no copy), so the weights it starts from
 are the pretrained ones; ``freeze_bn`` first turns every BatchNorm into
@@ -19,57 +11,17 @@ are the pretrained ones; ``freeze_bn`` first turns every BatchNorm into
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from sslight.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from sslight.registry import Registry
+from sslight.models.backbones import backbone_spec, detection_backbones
 
-FPN_CHANNELS = 256
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
-
-
-@dataclass(frozen=True)
-class FpnBackbone:
-    """A backbone + FPN and what the detector heads need to know about its levels."""
-
-    module: BackboneWithFPN
-    anchor_sizes: tuple[tuple[int, ...], ...]  # one tuple per FPN output, P6 included
-    roi_levels: list[str]  # FPN outputs the RoI heads pool from
-    post_nms_train: int  # RPN proposals kept per image in training (seed configs)
-
-
-FPN_BUILDERS: Registry[Callable[[nn.Module], FpnBackbone]] = Registry("detection backbone")
-
-
-@FPN_BUILDERS.register("resnet18")
-@FPN_BUILDERS.register("resnet34")
-def resnet_fpn(backbone: nn.Module) -> FpnBackbone:
-    """C2–C5 → P2–P6 (Detectron2's ``build_resnet_fpn_backbone``, FREEZE_AT 0)."""
-    module = _resnet_fpn_extractor(backbone, 5, [1, 2, 3, 4], LastLevelMaxPool())
-    sizes = ((32,), (64,), (128,), (256,), (512,))
-    return FpnBackbone(module, sizes, ["0", "1", "2", "3"], post_nms_train=1000)
-
-
-@FPN_BUILDERS.register("mobilenet_v2")
-def mobilenet_v2_fpn(backbone: nn.Module) -> FpnBackbone:
-    """Stride-16 and stride-32 stage outputs → P4–P6 (the seed's ``build_mobilenet_fpn_backbone``
-    with ``IN_FEATURES: [stage4, stage5]``)."""
-    features = backbone.features
-    layers = {"13": "0", str(len(features) - 1): "1"}
-    channels = [features[13].out_channels, features[-1].out_channels]
-    module = BackboneWithFPN(features, layers, channels, FPN_CHANNELS, LastLevelMaxPool())
-    sizes = ((32, 64, 128), (64, 128, 256), (128, 256, 512))
-    return FpnBackbone(module, sizes, ["0", "1"], post_nms_train=2000)
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
@@ -101,15 +53,16 @@ def build_detector(
 
     ``det`` is the ``eval.detection`` config; ``num_classes`` counts the background.
     """
-    if backbone_name not in FPN_BUILDERS:
+    build_fpn = backbone_spec(backbone_name).detection
+    if build_fpn is None:
         raise ValueError(
-            f"detection needs a CNN backbone ({', '.join(FPN_BUILDERS.names())}), "
+            f"detection needs a CNN backbone ({', '.join(detection_backbones())}), "
             f"got {backbone_name!r}"
         )
     backbone.requires_grad_(True)  # evaluated backbones arrive frozen
     if det.freeze_bn:
         freeze_batch_norm(backbone)
-    fpn = FPN_BUILDERS.get(backbone_name)(backbone)
+    fpn = build_fpn(backbone)
     anchors = AnchorGenerator(fpn.anchor_sizes, (ASPECT_RATIOS,) * len(fpn.anchor_sizes))
     options = {
         "min_size": tuple(det.min_size_train),

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sslight.engine.optim import build_optimizer
+from sslight.engine.rundir import RunDir
 from sslight.evaluation.classifier import (
     Classifier,
     amp_dtype_for,
@@ -52,7 +53,7 @@ def linear_eval(
     and ``linear_top5_last``, in percent. Checkpoints go to ``run_dir/checkpoints/linear``.
     """
     lin, data_cfg = cfg.eval.linear, cfg.data
-    checkpoint_dir = Path(run_dir) / "checkpoints" / "linear"
+    checkpoint_dir = RunDir(run_dir).checkpoints / "linear"
     done = completed_result(checkpoint_dir, lin.epochs)
     if done is not None:
         return _named(done)

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sslight.data import FileImageSource, ImageSource, stratified_subset
+from sslight.data.sources import FileImageSource, ImageSource
+from sslight.data.subset import stratified_subset
 from sslight.engine.optim import parameter_groups
+from sslight.engine.rundir import RunDir
 from sslight.evaluation.classifier import (
     Classifier,
     amp_dtype_for,
@@ -30,11 +32,7 @@ from sslight.evaluation.classifier import (
     linear_head,
     load_labelled_data,
 )
-
-
-def percent_tag(fraction: float) -> str:
-    """``0.01 -> "1"``, ``0.1 -> "10"``, ``0.005 -> "0.5"``: the ``<p>`` of ``semi_<p>``."""
-    return f"{fraction * 100:g}"
+from sslight.stages.names import percent_tag, semi_stage_name
 
 
 def _file_keys(source: FileImageSource) -> list[str]:
@@ -149,7 +147,7 @@ def semi_supervised(
     ``semi_<p>_top1`` (best val epoch) and ``semi_<p>_top5`` (at that epoch), in percent.
     """
     semi, data_cfg = cfg.eval.semi, cfg.data
-    stage = f"semi_{percent_tag(fraction)}"
+    stage = semi_stage_name(fraction)
     run_dir = Path(run_dir)
     data = load_labelled_data(cfg)
     indices = labelled_subset(data.train, data.train_pool, fraction, semi.split_dir, cfg.seed)
@@ -164,7 +162,7 @@ def semi_supervised(
     def named(result: dict[str, float]) -> dict[str, float]:
         return {f"{stage}_top1": result["top1"], f"{stage}_top5": result["top5"]}
 
-    checkpoint_dir = run_dir / "checkpoints" / stage
+    checkpoint_dir = RunDir(run_dir).checkpoints / stage
     done = completed_result(checkpoint_dir, epochs)
     if done is not None:
         return named(done)

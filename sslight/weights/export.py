@@ -1,7 +1,8 @@
 """Export a run's backbone for use outside sslight: ``backbone.pt`` + ``backbone.json``.
 
 ``backbone.pt`` is a plain state dict (``torch.load(..., weights_only=True)``) of the backbone the
-method evaluates, in the torchvision / timm layout of sslight/weights/layout.py:
+method evaluates, in the torchvision / timm layout its ``BackboneSpec`` declares
+(sslight/weights/layout.py):
 
 - DINO: the teacher (Caron et al. 2021, Sec. 3.1: the EMA teacher is the better network),
 - SwAV: the network (it has no second copy),
@@ -22,9 +23,14 @@ from typing import Any
 
 import torch
 
-from sslight.config.load import ConfigError
+from sslight.config.load import ConfigError, config_key, load_yaml, resolve
+from sslight.engine.rundir import RunDir
+from sslight.stages.names import PRETRAIN
+from sslight.weights.eval_backbone import load_eval_backbone
+from sslight.weights.layout import export_layout, to_reference
 
 FORMAT = "sslight-backbone/1"
+EXPORT_FILE = Path("export") / "backbone.pt"  # under the run directory
 EVALUATED_NETWORK = {"dino": "teacher", "swav": "network", "moco": "query encoder"}
 
 
@@ -36,9 +42,6 @@ def _atomic_save(write: Any, path: Path) -> None:
 
 def sidecar_for(cfg: Any, result: dict[str, Any], tensors: int) -> dict[str, Any]:
     """What an export is: enough to know where it came from without the run directory."""
-    from sslight.config.load import config_key
-    from sslight.weights.layout import LAYOUTS
-
     metrics = {
         key: value
         for key, value in result.items()
@@ -55,15 +58,13 @@ def sidecar_for(cfg: Any, result: dict[str, Any], tensors: int) -> dict[str, Any
         "dataset": cfg.data.dataset,
         "metrics": metrics,
         "config_key": config_key(cfg.model_copy(update={"output_dir": ""})),
-        "load_into": LAYOUTS.get(cfg.backbone).load_into,
+        "load_into": export_layout(cfg.backbone).load_into,
         "tensors": tensors,
     }
 
 
 def write_export(cfg: Any, backbone: torch.nn.Module, out: Path, result: dict[str, Any]) -> Path:
     """Write ``out`` (the state dict) and ``out`` with suffix ``.json`` (the sidecar)."""
-    from sslight.weights.layout import to_reference
-
     out.parent.mkdir(parents=True, exist_ok=True)
     state = to_reference(backbone.state_dict(), cfg.backbone)
     _atomic_save(lambda tmp: torch.save(state, tmp), out)
@@ -85,10 +86,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, cfg: Any = No
     pretraining, or its ``init.weights``) to ``out`` (default ``<run_dir>/export/backbone.pt``).
     ``cfg`` defaults to ``<run_dir>/config.yaml``. ``ConfigError`` when there is nothing to export.
     """
-    from sslight.config.load import load_yaml, resolve
-    from sslight.engine.rundir import RunDir
-    from sslight.pipeline import load_eval_backbone
-
     run = RunDir(run_dir)
     if cfg is None:
         if not run.config.is_file():
@@ -101,17 +98,15 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, cfg: Any = No
         backbone = load_eval_backbone(cfg, run.root, torch.device("cpu"))
     except FileNotFoundError as err:
         raise ConfigError("command line", "RUN_DIR", str(err)) from None
-    target = Path(out) if out is not None else run.root / "export" / "backbone.pt"
+    target = Path(out) if out is not None else run.root / EXPORT_FILE
     return write_export(cfg, backbone, target, run.read_result())
 
 
 def refresh_export(cfg: Any, run_dir: Path, stage: str, result: dict[str, Any]) -> None:
     """The pipeline's hook after each stage: pretraining writes ``<run_dir>/export/backbone.pt``
     and its sidecar; a later stage refreshes the sidecar's metrics."""
-    from sslight.pipeline import load_eval_backbone
-
-    out = run_dir / "export" / "backbone.pt"
-    if stage == "pretrain":
+    out = RunDir(run_dir).root / EXPORT_FILE
+    if stage == PRETRAIN:
         write_export(cfg, load_eval_backbone(cfg, run_dir, torch.device("cpu")), out, result)
     elif out.is_file():
         update_sidecar(cfg, out, result)

@@ -48,13 +48,14 @@ SEED_PREFIXES = (
 )
 
 
-# The released files are named <method>_<arch>_<policy>.pth.tar (README of the seed repo).
-RELEASED_ARCH = {"vit_tiny": "vitt16", "resnet18": "r18", "resnet34": "r34", "mobilenet_v2": "mnv2"}
-
-
 def released_name(method: str, backbone: str, policy: str) -> str:
-    """The file name of the seed's release for a cell, e.g. ``dino_r18_sslight.pth.tar``."""
-    return f"{method}_{RELEASED_ARCH.get(backbone, backbone)}_{policy}.pth.tar"
+    """The file name of the seed's release for a cell, e.g. ``dino_r18_sslight.pth.tar``: the
+    released files are named ``<method>_<arch>_<policy>.pth.tar`` (README of the seed repo), with
+    ``<arch>`` the backbone's ``BackboneSpec.released_as`` (its own name where it has none)."""
+    from sslight.models.backbones import BACKBONES
+
+    tag = BACKBONES.get(backbone).released_as if backbone in BACKBONES else None
+    return f"{method}_{tag or backbone}_{policy}.pth.tar"
 
 
 class SeedImportError(ValueError):
