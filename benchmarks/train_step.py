@@ -2,7 +2,7 @@
 every method × backbone, each configuration in a fresh process.
 
 CPU: fp32, peak RSS of that process. CUDA: bf16 autocast, ``torch.cuda.max_memory_allocated``.
-The step is the trainer's (sslight/engine/trainer.py): forward of every crop, backward, the
+The step is the trainer's (sslight/engine/train_one_epoch.py): forward of every crop, backward, the
 method's hooks around the optimiser step (EMA teacher, frozen last layer) and the update.
 """
 

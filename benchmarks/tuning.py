@@ -1,6 +1,7 @@
-"""The speed switches, measured here rather than assumed: channels_last per backbone (the rule in
-sslight/engine/runtime.py ``CHANNELS_LAST_WINS``) and ``train.compile`` (torch.compile of the
-backbones), each as interleaved rounds of the same DINO step on a fixed 32 px batch."""
+"""The speed switches, measured here rather than assumed: channels_last per backbone (the
+default each backbone's spec declares, ``BackboneSpec.channels_last``) and ``train.compile``
+(torch.compile of the backbones), each as interleaved rounds of the same DINO step on a fixed
+32 px batch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from benchmarks.common import GEOMETRIES, interleaved, median, set_threads, timed
 from benchmarks.flops import fixed_batch
 from benchmarks.train_step import BACKBONE_NAMES, TrainStep, bench_config
-from sslight.engine.runtime import CHANNELS_LAST_WINS
+from sslight.models.backbones import backbone_spec
 
 
 def _rate(step: TrainStep, views: list, labels: Any) -> float:
@@ -37,7 +38,7 @@ def channels_last(backbone: str, batch: int, rounds: int) -> dict[str, Any]:
         "images_per_s_off": round(median(rates["off"]), 2),
         "speedup": round(speedup, 3),
         "wins": speedup > 1.05,
-        "rule_says": backbone in CHANNELS_LAST_WINS,
+        "rule_says": backbone_spec(backbone).channels_last,
     }
 
 

@@ -19,8 +19,9 @@ from dashboards.collect import Row, TableData
 from dashboards.tables import POLICY_TITLES, format_stat
 from db import RunView
 
-# The epoch lines of metrics.jsonl (engine/trainer.py): the k-NN monitor in %, and the joint
-# probe's accuracy on the last batch of the epoch as a fraction (methods/base.py ``probe_acc``).
+# The epoch lines of metrics.jsonl (sslight/engine/epoch_end.py): the k-NN monitor in %, and the
+# joint probe's accuracy on the last batch of the epoch as a fraction (methods/base.py
+# ``probe_acc``).
 KNN_KEY, PROBE_KEY = "knn_top1", "last_probe_acc"
 POLICY_COLOURS = {"baseline": "#4c72b0", "sslight": "#dd8452"}
 OTHER_COLOURS = ("#55a868", "#8172b3", "#937860", "#da8bc3")

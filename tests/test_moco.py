@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from interrupt import pretrain_killed_after_save
 
 from sslight.config.load import ConfigError
-from sslight.engine import trainer
 from sslight.engine.metrics import read_metrics
 from sslight.engine.trainer import pretrain
 from sslight.methods.base import StepContext
@@ -277,19 +277,7 @@ def test_a_moco_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(
     pretrain(make_run(tmp_path / "full", **common))
 
     crashed = make_run(tmp_path / "crashed", **common)
-    original_save = trainer.save_checkpoint
-    saves = {"n": 0}
-
-    def save_then_die(state, directory):
-        original_save(state, directory)
-        saves["n"] += 1
-        if saves["n"] == 2:  # after step 2 of epoch 1: mid-epoch
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(crashed)
-    monkeypatch.setattr(trainer, "save_checkpoint", original_save)
+    pretrain_killed_after_save(crashed, 2, monkeypatch)
     state = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)
     assert (state["epoch"], state["batch"]) == (0, 2)
 

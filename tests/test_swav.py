@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from interrupt import pretrain_killed_after_save
 
-from sslight.engine import trainer
 from sslight.engine.metrics import read_metrics
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
 from sslight.engine.trainer import pretrain
@@ -439,19 +439,7 @@ def test_a_run_killed_mid_epoch_with_the_queue_resumes_exactly(
     pretrain(make_run(tmp_path / "full", **common))
 
     crashed = make_run(tmp_path / "crashed", **common)
-    original_save = trainer.save_checkpoint
-    saves = {"n": 0}
-
-    def save_then_die(state, directory):
-        original_save(state, directory)
-        saves["n"] += 1
-        if saves["n"] == 3:  # after step 3 of 4: mid-epoch, queue in use
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(crashed)
-    monkeypatch.setattr(trainer, "save_checkpoint", original_save)
+    pretrain_killed_after_save(crashed, 3, monkeypatch)
     state = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)
     assert (state["epoch"], state["batch"]) == (0, 3)
     assert state["method_state"]["use_queue"] is True, "the kill lands with the queue in use"

@@ -34,6 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from sslight.config.base import StrictModel
+from sslight.config.errors import ConfigError
 from sslight.config.views import CNN_BASELINE_CROPS
 from sslight.engine.schedules import cosine_schedule
 from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput, seed_lars
@@ -71,8 +72,6 @@ class MoCo(SSLMethod):
         self.args = args
         # train.batch_size is the global batch: the keys one step enqueues.
         if cfg.train.batch_size > args.queue_length:
-            from sslight.config.load import ConfigError  # lazy: the schema imports this module
-
             raise ConfigError(
                 "config",
                 "moco.queue_length",
