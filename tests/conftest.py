@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny import TINY_CORE
 
 from sslight.config import resolve
 from sslight.config.load import deep_merge
@@ -30,22 +31,14 @@ def _floor_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 def tiny_run(output_dir: Any, **overrides: Any) -> Any:
     """A DINO run on 32 px synthetic images, small head, a few steps; ``overrides`` nest."""
-    raw = {
-        "method": "dino",
-        "backbone": "resnet18",
-        "views": {"policy": "sslight", "local_crops": {"number": 2}},
-        "data": {"dataset": "synthetic", "image_size": 32, "num_workers": 0},
-        "train": {
-            "epochs": 1,
-            "batch_size": 8,
-            "max_steps_per_epoch": 2,
-            "warmup_epochs": 0,
-            "log_every_steps": 1,
-            "progress": False,
+    raw = deep_merge(
+        TINY_CORE,
+        {
+            "views": {"policy": "sslight"},
+            "train": {"log_every_steps": 1},
+            "output_dir": str(output_dir),
         },
-        "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
-        "output_dir": str(output_dir),
-    }
+    )
     return resolve(deep_merge(raw, overrides), source="test")
 
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 from fault_worker import PHASES, run
+from interrupt import checkpoint_tensors
 from mlflow_helpers import grid_runs, mlflow_client
 from tiny import TINY_RUN
 
@@ -52,12 +53,6 @@ def expected_resume_step(phase: str, step: int) -> int | None:
     if phase == "saved":
         return step
     return step - 1 or None
-
-
-def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    teacher = state["method_state"]["teacher"]
-    return {**state["model"], **{f"teacher.{k}": v for k, v in teacher.items()}}
 
 
 def _worker(config: Path, spec: str) -> int:
@@ -106,7 +101,7 @@ def test_pretraining_killed_at_five_points_finishes_like_an_uninterrupted_run(ma
         assert resumes_at == expected_resume_step(phase, step), where
 
     assert _worker(config, "none") == 0, f"seed {seed}, plan {plan}: the last restart failed"
-    reference, resumed = _weights(tmp_path / "reference"), _weights(run_dir)
+    reference, resumed = checkpoint_tensors(tmp_path / "reference"), checkpoint_tensors(run_dir)
     assert reference.keys() == resumed.keys()
     differing = [k for k in reference if not torch.equal(reference[k], resumed[k])]
     assert not differing, f"seed {seed}, plan {plan}: weights differ in {differing[:5]}"

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from interrupt import pretrain_killed_after_save
+from interrupt import checkpoint_tensors, pretrain_killed_after_save
 
 from sslight.config.load import ConfigError
 from sslight.engine.metrics import read_metrics
@@ -247,17 +247,6 @@ def test_moco_pretrains_two_steps_through_the_engine(make_run, tmp_path):
     assert 0 <= result["monitor_knn_top1"] <= 100
 
 
-def _weights(path) -> dict[str, torch.Tensor]:
-    state = torch.load(path / "checkpoints" / "last.pt", weights_only=True)
-    extra = state["method_state"]
-    return {
-        **state["model"],
-        **{f"k.{k}": v for k, v in extra["key_encoder"].items()},
-        "queue": extra["queue"],
-        "queue_ptr": extra["queue_ptr"],
-    }
-
-
 @pytest.mark.slow
 def test_a_moco_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(
     make_run, tmp_path, monkeypatch
@@ -282,10 +271,10 @@ def test_a_moco_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(
     assert (state["epoch"], state["batch"]) == (0, 2)
 
     pretrain(crashed)  # restart: resumes at epoch 0, batch 2
-    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crashed")
+    a, b = checkpoint_tensors(tmp_path / "full"), checkpoint_tensors(tmp_path / "crashed")
     assert a.keys() == b.keys()
     # 6 steps × 8 keys into a 32-long queue: the pointer has wrapped around.
-    assert int(a["queue_ptr"]) == 48 % 32
+    assert int(a["method_state.queue_ptr"]) == 48 % 32
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from uninterrupted"
     steps = [
         r["step"] for r in read_metrics(tmp_path / "crashed" / "metrics.jsonl") if "type" not in r

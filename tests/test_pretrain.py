@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import yaml
-from interrupt import pretrain_killed_after_save
+from interrupt import checkpoint_tensors, pretrain_killed_after_save
 
 from sslight.engine.checkpoint import CheckpointError
 from sslight.engine.metrics import read_metrics
@@ -71,11 +71,6 @@ def test_the_teacher_follows_the_student_by_ema_and_the_last_layer_is_frozen_in_
         assert (teacher[k] - initial[k]).norm() < (student[k] - initial[k]).norm()
 
 
-def _weights(path) -> dict[str, torch.Tensor]:
-    state = torch.load(path / "checkpoints" / "last.pt", weights_only=True)
-    return {**state["model"], **{f"t.{k}": v for k, v in state["method_state"]["teacher"].items()}}
-
-
 def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
     make_run, tmp_path, monkeypatch
 ):
@@ -97,7 +92,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_matches_an_unint
     assert (state["epoch"], state["batch"]) == (0, 2)
 
     pretrain(crashed)  # restart: resumes at epoch 0, batch 2
-    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crashed")
+    a, b = checkpoint_tensors(tmp_path / "full"), checkpoint_tensors(tmp_path / "crashed")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from uninterrupted"
     steps = [
@@ -178,5 +173,5 @@ def test_a_sigkilled_process_resumes_and_finishes_like_an_uninterrupted_run(make
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
-    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    a, b = checkpoint_tensors(tmp_path / "full"), checkpoint_tensors(tmp_path / "killed")
     assert all(torch.equal(a[k], b[k]) for k in a)

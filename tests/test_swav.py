@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from interrupt import pretrain_killed_after_save
+from interrupt import checkpoint_tensors, pretrain_killed_after_save
 
 from sslight.engine.metrics import read_metrics
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
@@ -419,11 +419,6 @@ def test_pretrain_runs_with_the_queue_and_logs_finite_losses(make_run, tmp_path)
     assert 0 <= result["monitor_knn_top1"] <= 100
 
 
-def _weights(path) -> dict[str, torch.Tensor]:
-    state = torch.load(path / "checkpoints" / "last.pt", weights_only=True)
-    return {**state["model"], "queue": state["method_state"]["queue"]}
-
-
 def test_a_run_killed_mid_epoch_with_the_queue_resumes_exactly(
     make_run, tmp_path, monkeypatch
 ) -> None:
@@ -445,7 +440,7 @@ def test_a_run_killed_mid_epoch_with_the_queue_resumes_exactly(
     assert state["method_state"]["use_queue"] is True, "the kill lands with the queue in use"
 
     pretrain(crashed)  # restart: resumes at epoch 0, batch 3
-    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crashed")
+    a, b = checkpoint_tensors(tmp_path / "full"), checkpoint_tensors(tmp_path / "crashed")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from uninterrupted"
     records = [r for r in read_metrics(tmp_path / "crashed" / "metrics.jsonl") if "type" not in r]

@@ -1,6 +1,9 @@
-"""A tiny DINO run on synthetic 32 px images (seconds on a CPU), for grid and executor tests."""
+"""A tiny DINO run on synthetic 32 px images (seconds on a CPU): the shared core, and the whole
+run the grid and executor tests submit."""
 
-TINY_RUN = {
+from sslight.config.load import deep_merge
+
+TINY_CORE = {
     "method": "dino",
     "backbone": "resnet18",
     "data": {"dataset": "synthetic", "image_size": 32, "num_workers": 0},
@@ -13,6 +16,7 @@ TINY_RUN = {
         "progress": False,
     },
     "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
-    "eval": {"knn": {"monitor": False}},
-    "stages": ["pretrain", "knn"],
 }
+TINY_RUN = deep_merge(
+    TINY_CORE, {"eval": {"knn": {"monitor": False}}, "stages": ["pretrain", "knn"]}
+)
