@@ -15,9 +15,10 @@ from pydantic import Field
 
 from sslight.config.base import StrictModel
 from sslight.config.views import CNN_BASELINE_CROPS
-from sslight.engine.schedules import cosine_schedule, epoch_warmup_schedule
-from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput, seed_lars
+from sslight.engine.schedules import epoch_warmup_schedule
+from sslight.methods.base import MethodSpec, Network, StepContext, StepOutput, seed_lars
 from sslight.methods.dino_loss import DINOLoss
+from sslight.methods.momentum import MomentumMethod
 from sslight.models import DINOHead, build_backbone, forward_multicrop
 
 
@@ -40,7 +41,7 @@ class DinoConfig(StrictModel):
     drop_path_rate: float = Field(default=0.0, ge=0, lt=1)
 
 
-class DINO(SSLMethod):
+class DINO(MomentumMethod):
     def __init__(self, cfg: Any, num_classes: int) -> None:
         args: DinoConfig = cfg.dino
         student_backbone = build_backbone(cfg.backbone, drop_path_rate=args.drop_path_rate)
@@ -65,14 +66,17 @@ class DINO(SSLMethod):
         self.criterion = DINOLoss(
             args.out_dim, self.n_global, args.student_temp, args.center_momentum
         )
-        self.momentum = torch.empty(0)
         self.teacher_temp = torch.empty(0)
 
+    def momentum_target(self) -> Network:
+        return self.teacher
+
+    def momentum_range(self) -> tuple[float, float]:
+        return self.args.momentum_teacher, self.args.momentum_teacher_end
+
     def setup(self, epochs: int, steps_per_epoch: int) -> None:
+        super().setup(epochs, steps_per_epoch)
         a = self.args
-        self.momentum = cosine_schedule(
-            a.momentum_teacher, a.momentum_teacher_end, epochs, steps_per_epoch
-        )
         self.teacher_temp = epoch_warmup_schedule(
             a.warmup_teacher_temp, a.teacher_temp, a.warmup_teacher_temp_epochs, epochs
         )
@@ -103,14 +107,6 @@ class DINO(SSLMethod):
         if ctx.epoch < self.args.freeze_last_layer_epochs:
             for param in self.student.head.last_layer.parameters():
                 param.grad = None
-
-    @torch.no_grad()
-    def after_optimizer_step(self, ctx: StepContext) -> None:
-        m = float(self.momentum[ctx.step])
-        teacher = list(self.teacher.parameters())
-        student = [p.detach() for p in self.student.parameters()]
-        torch._foreach_mul_(teacher, m)
-        torch._foreach_add_(teacher, student, alpha=1 - m)
 
     def collapse_reference(self) -> dict[str, float]:
         """A uniform teacher output has entropy ln K, and the loss is then ln K too."""

@@ -36,9 +36,9 @@ from torch import nn
 from sslight.config.base import StrictModel
 from sslight.config.errors import ConfigError
 from sslight.config.views import CNN_BASELINE_CROPS
-from sslight.engine.schedules import cosine_schedule
-from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput, seed_lars
+from sslight.methods.base import MethodSpec, Network, StepContext, StepOutput, seed_lars
 from sslight.methods.moco_loss import MoCoLoss
+from sslight.methods.momentum import MomentumMethod
 from sslight.models import ProjectionHead, build_backbone, forward_multicrop
 
 
@@ -64,7 +64,7 @@ def _init_head(head: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
-class MoCo(SSLMethod):
+class MoCo(MomentumMethod):
     def __init__(self, cfg: Any, num_classes: int) -> None:
         args: MocoConfig = cfg.moco
         backbone = build_backbone(cfg.backbone)
@@ -88,12 +88,13 @@ class MoCo(SSLMethod):
         self.criterion = MoCoLoss(
             args.out_dim, args.queue_length, args.temperature, n_global_queries=self.n_global - 1
         )
-        self.momentum = torch.empty(0)
 
-    def setup(self, epochs: int, steps_per_epoch: int) -> None:
+    def momentum_target(self) -> Network:
+        return self.key_encoder
+
+    def momentum_range(self) -> tuple[float, float]:
         a = self.args
-        end = a.momentum if a.momentum_end is None else a.momentum_end
-        self.momentum = cosine_schedule(a.momentum, end, epochs, steps_per_epoch)
+        return a.momentum, (a.momentum if a.momentum_end is None else a.momentum_end)
 
     def training_step(
         self, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext
@@ -117,14 +118,6 @@ class MoCo(SSLMethod):
             **probe_logs,
         }
         return StepOutput(loss + probe_loss, logs)
-
-    @torch.no_grad()
-    def after_optimizer_step(self, ctx: StepContext) -> None:
-        m = float(self.momentum[ctx.step])
-        key = list(self.key_encoder.parameters())
-        query = [p.detach() for p in self.student.parameters()]
-        torch._foreach_mul_(key, m)
-        torch._foreach_add_(key, query, alpha=1 - m)
 
     def eval_backbone(self) -> nn.Module:
         """MoCo evaluates the query encoder (He et al. 2020, Sec. 3.3)."""
