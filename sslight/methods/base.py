@@ -44,8 +44,20 @@ class StepContext:
 
 @dataclass
 class StepOutput:
+    """One training step as the engine sees it: the loss to backpropagate and its logs."""
+
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MethodStep:
+    """A method's own step: its loss, its logs (beyond ``loss``) and the student backbone
+    features whose first ``batch`` rows (the first student view) feed the joint probe."""
+
+    loss: torch.Tensor
+    logs: dict[str, float]
+    probe_features: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,8 @@ class Network(nn.Module):
 class SSLMethod(nn.Module):
     """Base class: a student network (the checkpoint's ``"model"``) plus the joint linear probe.
 
-    Subclasses set ``self.student`` (backbone + head) and implement ``training_step``. A method
+    Subclasses set ``self.student`` (backbone + head) and implement ``ssl_step``; the base's
+    ``training_step`` adds the joint probe's loss and logs. A method
     whose ``extra_state`` differs between processes (SwAV's queues) sets ``per_process_state``
     so checkpoints keep one copy per rank.
     """
@@ -97,10 +110,22 @@ class SSLMethod(nn.Module):
     def setup(self, epochs: int, steps_per_epoch: int) -> None:
         """Precompute the method's own schedules (called once the loop length is known)."""
 
+    def ssl_step(self, views: list[torch.Tensor], ctx: StepContext) -> MethodStep:
+        """The method's loss on one batch of views (every crop, globals first)."""
+        raise NotImplementedError
+
+    def schedule_logs(self, ctx: StepContext) -> dict[str, float]:
+        """Values of the method's own schedules at this step, logged after its step logs."""
+        return {}
+
     def training_step(
         self, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext
     ) -> StepOutput:
-        raise NotImplementedError
+        """The method's step plus the joint probe: ``loss + probe_loss``, logs merged."""
+        step = self.ssl_step(views, ctx)
+        probe_loss, probe_logs = self.probe_step(step.probe_features[: labels.shape[0]], labels)
+        logs = {"loss": step.loss.item(), **step.logs, **self.schedule_logs(ctx), **probe_logs}
+        return StepOutput(step.loss + probe_loss, logs)
 
     def forward(
         self, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext

@@ -16,7 +16,7 @@ from pydantic import Field
 from sslight.config.base import StrictModel
 from sslight.config.views import CNN_BASELINE_CROPS
 from sslight.engine.schedules import epoch_warmup_schedule
-from sslight.methods.base import MethodSpec, Network, StepContext, StepOutput, seed_lars
+from sslight.methods.base import MethodSpec, MethodStep, Network, StepContext, seed_lars
 from sslight.methods.dino_loss import DINOLoss
 from sslight.methods.momentum import MomentumMethod
 from sslight.models import DINOHead, build_backbone, forward_multicrop
@@ -81,9 +81,7 @@ class DINO(MomentumMethod):
             a.warmup_teacher_temp, a.teacher_temp, a.warmup_teacher_temp_epochs, epochs
         )
 
-    def training_step(
-        self, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext
-    ) -> StepOutput:
+    def ssl_step(self, views: list[torch.Tensor], ctx: StepContext) -> MethodStep:
         features = forward_multicrop(self.student.backbone, views, channels_last=self.channels_last)
         student_out = self.student.head(features)
         with torch.no_grad():
@@ -93,15 +91,8 @@ class DINO(MomentumMethod):
             teacher_out = self.teacher.head(teacher_features)
         temp = float(self.teacher_temp[ctx.epoch])
         loss, parts = self.criterion(student_out, teacher_out, temp, self.loss_weights)
-        probe_loss, probe_logs = self.probe_step(features[: labels.shape[0]], labels)
-        logs = {
-            "loss": loss.item(),
-            **{k: v.item() for k, v in parts.items()},
-            "teacher_temp": temp,
-            "momentum": float(self.momentum[ctx.step]),
-            **probe_logs,
-        }
-        return StepOutput(loss + probe_loss, logs)
+        logs = {**{k: v.item() for k, v in parts.items()}, "teacher_temp": temp}
+        return MethodStep(loss, logs, features)
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         if ctx.epoch < self.args.freeze_last_layer_epochs:

@@ -36,7 +36,7 @@ from torch import nn
 from sslight.config.base import StrictModel
 from sslight.config.errors import ConfigError
 from sslight.config.views import CNN_BASELINE_CROPS
-from sslight.methods.base import MethodSpec, Network, StepContext, StepOutput, seed_lars
+from sslight.methods.base import MethodSpec, MethodStep, Network, StepContext, seed_lars
 from sslight.methods.moco_loss import MoCoLoss
 from sslight.methods.momentum import MomentumMethod
 from sslight.models import ProjectionHead, build_backbone, forward_multicrop
@@ -96,9 +96,7 @@ class MoCo(MomentumMethod):
         a = self.args
         return a.momentum, (a.momentum if a.momentum_end is None else a.momentum_end)
 
-    def training_step(
-        self, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext
-    ) -> StepOutput:
+    def ssl_step(self, views: list[torch.Tensor], ctx: StepContext) -> MethodStep:
         features = forward_multicrop(
             self.student.backbone, views[1:], channels_last=self.channels_last
         )
@@ -109,15 +107,8 @@ class MoCo(MomentumMethod):
             )
             keys = self.key_encoder.head(key_features)
         loss, parts = self.criterion(queries, keys, self.loss_weights)
-        # The first query view is global view 2.
-        probe_loss, probe_logs = self.probe_step(features[: labels.shape[0]], labels)
-        logs = {
-            "loss": loss.item(),
-            **{k: v.item() for k, v in parts.items()},
-            "momentum": float(self.momentum[ctx.step]),
-            **probe_logs,
-        }
-        return StepOutput(loss + probe_loss, logs)
+        # The probe sees the first query view: global view 2.
+        return MethodStep(loss, {k: v.item() for k, v in parts.items()}, features)
 
     def eval_backbone(self) -> nn.Module:
         """MoCo evaluates the query encoder (He et al. 2020, Sec. 3.3)."""

@@ -37,7 +37,7 @@ class MomentumMethod(SSLMethod):
 
     Subclasses build the target in ``__init__`` and say which module it is
     (``momentum_target``) and the schedule's ends (``momentum_range``); this class precomputes
-    the schedule in ``setup`` and updates the target after each
+    the schedule in ``setup``, logs its value each step and updates the target after each
     optimiser step.
     """
 
@@ -56,6 +56,9 @@ class MomentumMethod(SSLMethod):
     def setup(self, epochs: int, steps_per_epoch: int) -> None:
         start, end = self.momentum_range()
         self.momentum = cosine_schedule(start, end, epochs, steps_per_epoch)
+
+    def schedule_logs(self, ctx: StepContext) -> dict[str, float]:
+        return {"momentum": float(self.momentum[ctx.step])}
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
         update_momentum(self.student, self.momentum_target(), float(self.momentum[ctx.step]))

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from sslight.config.base import StrictModel
 from sslight.config.views import CNN_BASELINE_CROPS
-from sslight.methods.base import MethodSpec, Network, SSLMethod, StepContext, StepOutput, seed_lars
+from sslight.methods.base import MethodSpec, MethodStep, Network, SSLMethod, StepContext, seed_lars
 from sslight.methods.swav_loss import SwAVLoss
 from sslight.models import ProjectionHead, build_backbone, forward_multicrop
 
@@ -126,7 +126,7 @@ class SwAV(SSLMethod):
             )
             self._warned_short_queue = True
 
-    def training_step(self, views: list[Tensor], labels: Tensor, ctx: StepContext) -> StepOutput:
+    def ssl_step(self, views: list[Tensor], ctx: StepContext) -> MethodStep:
         head: SwAVHead = self.student.head
         head.normalize_prototypes()
         batch = views[0].shape[0]
@@ -145,14 +145,11 @@ class SwAV(SSLMethod):
         if self.queue is not None:
             self._enqueue(embedding.detach()[: self.n_global * batch], batch)
 
-        probe_loss, probe_logs = self.probe_step(features[: labels.shape[0]], labels)
         logs = {
-            "loss": loss.item(),
             **{k: v.item() for k, v in parts.items()},
             "queue_active": float(queue_scores is not None),
-            **probe_logs,
         }
-        return StepOutput(loss + probe_loss, logs)
+        return MethodStep(loss, logs, features)
 
     @torch.no_grad()
     def _enqueue(self, embedding: Tensor, batch: int) -> None:
