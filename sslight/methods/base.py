@@ -60,11 +60,26 @@ class MethodStep:
     probe_features: torch.Tensor
 
 
+SeedLayout = tuple[str, bool]
+"""Where a released seed checkpoint keeps the evaluated backbone: ``(key prefix, by_position)``,
+``by_position`` for a CNN encoder with positional tensor names (sslight/weights/seed_import.py)."""
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registry entry. ``defaults[family]`` are recipe defaults merged under the user's config
-    (e.g. ``{"train": {...}, "dino": {...}}``); ``baseline_views[family]`` is the seed repo's
-    baseline geometry at 224 px (see sslight/config/views.py)."""
+    """Everything the platform knows about a method, in one registry entry.
+
+    - ``config``: the method's section of the run config (e.g. ``dino:``), a StrictModel;
+    - ``build(cfg, num_classes)``: the SSLMethod;
+    - ``augmentation``: the view recipe's name (sslight/data/augment);
+    - ``defaults[family]``: recipe defaults merged under the user's config
+      (e.g. ``{"train": {...}, "dino": {...}}``);
+    - ``baseline_views[family]``: the seed repo's baseline geometry at 224 px
+      (see sslight/config/views.py);
+    - ``evaluated_label``: what the export sidecar calls the evaluated network
+      (the network itself is the method's ``eval_backbone()``);
+    - ``seed_prefixes[family]``: where the seed repo's released checkpoints keep that backbone.
+    """
 
     name: str
     config: type[StrictModel]
@@ -73,6 +88,8 @@ class MethodSpec:
     defaults: dict[str, dict[str, Any]]
     baseline_views: dict[str, dict[str, Any]]
     default_stages: tuple[str, ...] = ("pretrain", "knn", "linear")
+    evaluated_label: str = "student"
+    seed_prefixes: dict[str, SeedLayout] = field(default_factory=dict)
 
 
 class Network(nn.Module):
@@ -88,12 +105,15 @@ class SSLMethod(nn.Module):
     """Base class: a student network (the checkpoint's ``"model"``) plus the joint linear probe.
 
     Subclasses set ``self.student`` (backbone + head) and implement ``ssl_step``; the base's
-    ``training_step`` adds the joint probe's loss and logs. A method
+    ``training_step`` adds the joint probe's loss and logs. A method that evaluates another
+    network than the student names its attribute in ``evaluated``. A method
     whose ``extra_state`` differs between processes (SwAV's queues) sets ``per_process_state``
     so checkpoints keep one copy per rank.
     """
 
     per_process_state: ClassVar[bool] = False
+    # The attribute holding the Network that k-NN, linear evaluation and export use.
+    evaluated: ClassVar[str] = "student"
 
     def __init__(self, cfg: RunConfigBase, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -134,8 +154,8 @@ class SSLMethod(nn.Module):
         return self.training_step(views, labels, ctx)
 
     def eval_backbone(self) -> nn.Module:
-        """The backbone the method evaluates (k-NN, linear, export)."""
-        raise NotImplementedError
+        """The backbone the method evaluates (k-NN, linear, export): ``evaluated``'s."""
+        return getattr(self, self.evaluated).backbone
 
     def trainable_modules(self) -> list[nn.Module]:
         """Modules whose parameters the optimiser updates."""

@@ -42,6 +42,9 @@ class DinoConfig(StrictModel):
 
 
 class DINO(MomentumMethod):
+    # DINO evaluates the teacher (Caron et al. 2021, Sec. 3.1: the teacher performs better).
+    evaluated = "teacher"
+
     def __init__(self, cfg: Any, num_classes: int) -> None:
         args: DinoConfig = cfg.dino
         student_backbone = build_backbone(cfg.backbone, drop_path_rate=args.drop_path_rate)
@@ -104,10 +107,6 @@ class DINO(MomentumMethod):
         ln_k = math.log(self.args.out_dim)
         return {"entropy_max": ln_k, "collapse_loss": ln_k}
 
-    def eval_backbone(self) -> torch.nn.Module:
-        """DINO evaluates the teacher (Caron et al. 2021, Sec. 3.1: the teacher performs better)."""
-        return self.teacher.backbone
-
     def extra_state(self) -> dict[str, Any]:
         return {"teacher": self.teacher.state_dict(), "center": self.criterion.center.clone()}
 
@@ -155,4 +154,10 @@ SPEC = MethodSpec(
     augmentation="dino",
     defaults=DEFAULTS,
     baseline_views=BASELINE_VIEWS,
+    evaluated_label="teacher",
+    # The seed's own k-NN and linear evaluations load the student of its releases.
+    seed_prefixes={
+        "cnn": ("module.student.backbone.encoder.", True),
+        "vit": ("module.student.backbone.", False),
+    },
 )

@@ -65,6 +65,8 @@ def _init_head(head: nn.Module) -> None:
 
 
 class MoCo(MomentumMethod):
+    """MoCo evaluates the query encoder, its student (He et al. 2020, Sec. 3.3)."""
+
     def __init__(self, cfg: Any, num_classes: int) -> None:
         args: MocoConfig = cfg.moco
         backbone = build_backbone(cfg.backbone)
@@ -109,10 +111,6 @@ class MoCo(MomentumMethod):
         loss, parts = self.criterion(queries, keys, self.loss_weights)
         # The probe sees the first query view: global view 2.
         return MethodStep(loss, {k: v.item() for k, v in parts.items()}, features)
-
-    def eval_backbone(self) -> nn.Module:
-        """MoCo evaluates the query encoder (He et al. 2020, Sec. 3.3)."""
-        return self.student.backbone
 
     def collapse_reference(self) -> dict[str, float]:
         """No teacher distribution: feature std and loss only. With every embedding equal, the
@@ -160,4 +158,6 @@ SPEC = MethodSpec(
     augmentation="dino",
     defaults=DEFAULTS,
     baseline_views=BASELINE_VIEWS,
+    evaluated_label="query encoder",
+    seed_prefixes={"cnn": ("module.encoder_q.backbone.encoder.", True)},
 )

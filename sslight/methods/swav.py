@@ -163,9 +163,6 @@ class SwAV(SSLMethod):
             for param in self.student.head.prototypes.parameters():
                 param.grad = None
 
-    def eval_backbone(self) -> nn.Module:
-        return self.student.backbone
-
     def collapse_reference(self) -> dict[str, float]:
         """Collapsed embeddings give every sample the same scores, so Sinkhorn's codes become
         uniform (entropy ln K) and the swapped-prediction loss ln K."""
@@ -206,4 +203,6 @@ SPEC = MethodSpec(
     augmentation="swav",
     defaults=DEFAULTS,
     baseline_views=BASELINE_VIEWS,
+    evaluated_label="network",  # its only network, the seed's ``module.network``
+    seed_prefixes={"cnn": ("module.network.backbone.encoder.", True)},
 )

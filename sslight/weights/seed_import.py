@@ -2,18 +2,11 @@
 
 Those files are ``torch.save`` of ``{"config": <yacs CfgNode>, "epoch", "steps", "state_dict",
 "optimizer", ...}`` where ``state_dict`` is the whole ``DistributedDataParallel`` model. The
-backbone the seed repo evaluates lives under
-
-===============  ==================================  ===========================================
-method           prefix                              layout
-===============  ==================================  ===========================================
-DINO, CNN        ``module.student.backbone.encoder.``  ``nn.Sequential`` of torchvision's layers
-DINO, ViT        ``module.student.backbone.``          DINO's ViT names (= timm's)
-SwAV, CNN        ``module.network.backbone.encoder.``  as DINO CNN
-MoCo, CNN        ``module.encoder_q.backbone.encoder.``  as DINO CNN
-===============  ==================================  ===========================================
-
-(DINO: the student, which the seed's own k-NN and linear evaluations load.) A CNN encoder is
+backbone the seed repo evaluates lives under a prefix each method's spec declares
+(``MethodSpec.seed_prefixes`` in sslight/methods/), e.g. ``module.student.backbone.encoder.``
+for a DINO CNN (the student, which the seed's own k-NN and linear evaluations load),
+``module.network.backbone.encoder.`` for SwAV, ``module.encoder_q.backbone.encoder.`` for MoCo
+and ``module.student.backbone.`` for a DINO ViT (DINO's ViT names, = timm's). A CNN encoder is
 ``resnet.children()[:-2]`` or ``mobilenet_v2.features``: its tensors come in torchvision's order
 under positional names (``encoder.4.0.conv1.weight`` for ``layer1.0.conv1.weight``), so they are
 mapped by position, and each pair must agree in shape and in the last name part (``weight``,
@@ -40,12 +33,15 @@ class SeedPrefix:
     by_position: bool
 
 
-SEED_PREFIXES = (
-    SeedPrefix("dino", "cnn", "module.student.backbone.encoder.", True),
-    SeedPrefix("swav", "cnn", "module.network.backbone.encoder.", True),
-    SeedPrefix("moco", "cnn", "module.encoder_q.backbone.encoder.", True),
-    SeedPrefix("dino", "vit", "module.student.backbone.", False),
-)
+def seed_prefixes(family: str) -> list[SeedPrefix]:
+    """Where each registered method's releases keep a ``family`` backbone (its spec says)."""
+    from sslight.methods import METHODS
+
+    return [
+        SeedPrefix(name, family, *METHODS.get(name).seed_prefixes[family])
+        for name in METHODS.names()
+        if family in METHODS.get(name).seed_prefixes
+    ]
 
 
 def released_name(method: str, backbone: str, policy: str) -> str:
@@ -93,14 +89,11 @@ def import_seed_backbone(
     if isinstance(arch, str) and arch != backbone:
         raise SeedImportError(f"the file was trained with backbone {arch!r}, not {backbone!r}")
     state: Mapping[str, Any] = checkpoint["state_dict"]
-    found = [
-        p
-        for p in SEED_PREFIXES
-        if p.family == family and any(k.startswith(p.prefix) for k in state)
-    ]
+    candidates = seed_prefixes(family)
+    found = [p for p in candidates if any(k.startswith(p.prefix) for k in state)]
     if not found:
         seen = sorted({".".join(k.split(".")[:3]) for k in state})
-        wanted = ", ".join(p.prefix for p in SEED_PREFIXES if p.family == family)
+        wanted = ", ".join(p.prefix for p in candidates)
         raise SeedImportError(
             f"no {family.upper()} backbone in its state_dict (looked for {wanted}; "
             f"found {', '.join(seen[:8])})"
