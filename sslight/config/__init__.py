@@ -18,6 +18,7 @@ _EXPORTS = {
     "load_yaml": "sslight.config.load",
     "resolve": "sslight.config.load",
     "RunConfig": "sslight.config.schema",
+    "run_config_model": "sslight.config.schema",
 }
 
 __all__ = sorted(_EXPORTS)

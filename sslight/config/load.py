@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from sslight.config.errors import ConfigError
-from sslight.config.schema import RunConfig, RunConfigBase
+from sslight.config.schema import RunConfigBase, run_config_model
 from sslight.config.views import preset_views
 from sslight.models.backbones import BACKBONES, backbone_spec
 
@@ -133,7 +133,7 @@ def resolve(raw: Mapping[str, Any], source: str = "config") -> BaseModel:
         "output_dir", f"runs/{method.name}_{backbone.name}_{resolved['views'].get('policy')}"
     )
     try:
-        return RunConfig.model_validate(resolved)
+        return run_config_model().model_validate(resolved)
     except ValidationError as err:
         raise _located(err, source) from None
 
@@ -158,7 +158,7 @@ def _located(err: ValidationError, source: str) -> ConfigError:
 def _field_path(loc: tuple) -> list[str]:
     """The user's dotted key: drop pydantic's union-member tags such as ``int`` or ``float``."""
     path: list[str] = []
-    model: Any = RunConfig
+    model: Any = run_config_model()
     for part in loc:
         fields = getattr(model, "model_fields", None) or {}
         if isinstance(part, str) and part in fields:
@@ -177,7 +177,7 @@ def _is_tag(part: str) -> bool:
 
 
 def _allowed_keys(loc: list[str]) -> list[str]:
-    model: Any = RunConfig
+    model: Any = run_config_model()
     for part in loc:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:

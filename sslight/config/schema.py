@@ -1,13 +1,14 @@
 """The run config (docs/architecture.md, "The run config"): typed, validated, with located errors.
 
-Method-specific sections (``dino:``, later ``swav:``, ``moco:``) come from the method registry,
-so adding a method never edits this file.
+Method-specific sections (``dino:``, ``swav:``, ``moco:``) come from the method registry when
+``run_config_model()`` first builds the model, so adding a method never edits this file.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
@@ -221,15 +222,26 @@ class RunConfigBase(StrictModel):
         return name
 
 
-def _build_run_config() -> type[RunConfigBase]:
-    """RunConfig = the common sections + one section per registered method."""
+def run_config_model() -> type[RunConfigBase]:
+    """RunConfig: the common sections + one section per registered method.
+
+    Built on first use, not at import (so this module does not import the methods), and again
+    whenever the registered sections change (a method registered for a test is seen)."""
     from sslight.methods import METHODS
 
-    sections = {
-        name: (METHODS.get(name).config, Field(default_factory=METHODS.get(name).config))
-        for name in METHODS.names()
+    return _run_config_for(tuple((name, METHODS.get(name).config) for name in METHODS.names()))
+
+
+@functools.cache
+def _run_config_for(sections: tuple[tuple[str, type[StrictModel]], ...]) -> type[RunConfigBase]:
+    fields: dict[str, Any] = {
+        name: (section, Field(default_factory=section)) for name, section in sections
     }
-    return create_model("RunConfig", __base__=RunConfigBase, **sections)
+    return create_model("RunConfig", __base__=RunConfigBase, **fields)
 
 
-RunConfig = _build_run_config()
+def __getattr__(name: str) -> Any:
+    """``RunConfig`` stays importable from here: it is ``run_config_model()`` (PEP 562)."""
+    if name == "RunConfig":
+        return run_config_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
