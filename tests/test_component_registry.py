@@ -1,9 +1,14 @@
-"""``sslight.registry.Registry``: names to components, and temporary registrations for tests."""
+"""``sslight.registry.Registry``: names to components, and temporary registrations for tests;
+every registered method's spec declares what the platform needs of it."""
 
 from __future__ import annotations
 
 import pytest
 
+from sslight.config.base import StrictModel
+from sslight.data.transforms import AUG_RECIPES
+from sslight.methods import METHODS, SSLMethod
+from sslight.models.backbones import BACKBONES, backbone_spec
 from sslight.registry import Registry
 
 
@@ -27,3 +32,24 @@ def test_a_name_is_registered_once_and_unknown_names_list_the_known_ones() -> No
     assert registry.get("one") == 1
     with pytest.raises(KeyError, match="unknown number 'two'; choose one of: one"):
         registry.get("two")
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_registered_method_spec_is_complete_and_builds_its_evaluated_network(
+    name: str, make_run, tmp_path
+) -> None:
+    spec = METHODS.get(name)
+    assert spec.name == name
+    assert issubclass(spec.config, StrictModel) and spec.augmentation in AUG_RECIPES
+    families = {backbone_spec(b).family for b in BACKBONES.names()}
+    for declared in (spec.defaults, spec.baseline_views, spec.seed_prefixes):
+        assert set(declared) <= families, declared
+    for prefix, _by_position in spec.seed_prefixes.values():
+        assert prefix.startswith("module.") and prefix.endswith(".")
+    assert spec.evaluated_label
+    if "cnn" not in spec.baseline_views:
+        return  # the tiny run below uses a CNN preset
+    method = spec.build(make_run(tmp_path, method=name), num_classes=4)
+    assert isinstance(method, SSLMethod)
+    evaluated = getattr(method, method.evaluated)
+    assert method.eval_backbone() is evaluated.backbone

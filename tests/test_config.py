@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from seed_table import SEED_VIEWS
+from seed_table import SEED_COMMON, SEED_RECIPES, SEED_VIEWS, views_of
 
 from sslight import cli
 from sslight.config import (
@@ -39,64 +39,6 @@ from sslight.methods import METHODS
 from sslight.models.backbones import BACKBONES, backbone_spec
 
 REPO = Path(__file__).resolve().parents[1]
-
-# ---------------------------------------------------------------------------------------------
-# The seed repo's numbers (docs/architecture.md). One entry per (method, backbone family) a method
-# presets. A method registered later must add its rows (views in tests/seed_table.py): the preset
-# tests fail until it does.
-# ---------------------------------------------------------------------------------------------
-
-# Shared by every seed config: 200 epochs, 1024 batch, 10 warmup epochs, no clipping.
-SEED_COMMON = {
-    "train.epochs": 200,
-    "train.batch_size": 1024,
-    "train.warmup_epochs": 10,
-    "train.clip_grad": 0.0,
-}
-
-DINO_SHARED = {
-    "dino.hidden_dim": 2048,
-    "dino.bottleneck_dim": 256,
-    "dino.momentum_teacher": 0.996,
-    "dino.momentum_teacher_end": 1.0,
-    "dino.warmup_teacher_temp": 0.04,
-    "dino.teacher_temp": 0.07,
-    "dino.student_temp": 0.1,
-    "dino.center_momentum": 0.9,
-    "dino.freeze_last_layer_epochs": 1,
-}
-
-# Recipe defaults per (method, family), as dotted keys of the resolved config.
-SEED_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
-    ("dino", "cnn"): {
-        **DINO_SHARED,
-        "train.optimizer": "lars",
-        "train.base_lr": 0.48,
-        "train.min_lr": 0.0048,
-        "train.weight_decay": 1e-6,
-        "train.weight_decay_end": 1e-6,
-        "train.momentum": 0.9,
-        "dino.out_dim": 4096,
-        "dino.use_bn_in_head": True,
-        "dino.norm_last_layer": True,
-        "dino.warmup_teacher_temp_epochs": 50,
-    },
-    ("dino", "vit"): {
-        **DINO_SHARED,
-        "train.optimizer": "adamw",
-        "train.base_lr": 5e-4,
-        "train.min_lr": 1e-5,
-        "train.weight_decay": 0.04,
-        "train.weight_decay_end": 0.4,
-        "dino.out_dim": 65536,
-        "dino.use_bn_in_head": False,
-        "dino.norm_last_layer": False,
-        "dino.warmup_teacher_temp_epochs": 30,
-        "dino.drop_path_rate": 0.1,
-    },
-    ("swav", "cnn"): {"train.optimizer": "lars", "train.base_lr": 0.3, "train.min_lr": 0.0048},
-    ("moco", "cnn"): {"train.optimizer": "lars", "train.base_lr": 0.48},
-}
 
 VIEW_FIELDS_CHANGED_BY_SSLIGHT = {
     "views.policy",
@@ -135,17 +77,6 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def get(cfg: BaseModel, dotted: str) -> Any:
     return flatten(config_to_dict(cfg))[dotted]
-
-
-def views_of(cfg: BaseModel) -> tuple[Any, ...]:
-    v = config_to_dict(cfg)["views"]
-    return (
-        tuple(v["global_crops"]["scale"]),
-        v["local_crops"]["number"],
-        v["local_crops"]["size"],
-        tuple(v["local_crops"]["scale"]),
-        (v["loss_weights"]["global_global"], v["loss_weights"]["global_local"]),
-    )
 
 
 def assert_views(got: tuple[Any, ...], expected: tuple[Any, ...]) -> None:

@@ -142,8 +142,7 @@ BASELINE_VIEWS = {
     "cnn": {**CNN_BASELINE_CROPS, "loss_weights": (1 / 7, 6 / 7)},
 }
 
-# The seed's moco_cnn_*.yaml SOLVER section. DESIGN.md lists only the lr (and the temperature);
-# min_lr and the weight decay (1e-6 → 1e-6) are the seed configs' values too.
+# The seed's moco_cnn_*.yaml SOLVER section: lr 0.48, min lr 0.0048, weight decay 1e-6 → 1e-6.
 DEFAULTS = {
     "cnn": {"train": seed_lars(0.48)},
 }
