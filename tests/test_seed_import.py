@@ -19,9 +19,10 @@ from conftest import tiny_run
 import sslight
 from sslight.cli import main as sslight_main
 from sslight.config import ConfigError, config_to_dict
+from sslight.methods import METHODS
 from sslight.weights.init_weights import load_init_weights
 from sslight.weights.safe_unpickle import load_untrusted
-from sslight.weights.seed_import import released_name
+from sslight.weights.seed_import import SeedImportError, import_seed_backbone, released_name
 
 # Written in a subprocess that can import ``seedcfg`` (a stand-in for yacs), which this test
 # process cannot: the files carry a pickled object of a class unknown when they are loaded.
@@ -187,3 +188,12 @@ def test_sslight_run_evaluates_a_folder_of_releases_by_cell(seed_files, tmp_path
     report = json.loads((tmp_path / "run" / "init_weights.json").read_text())
     assert report["path"] == str(releases / "dino_r18_sslight.pth.tar")
     assert report["method"] == "dino" and report["tensors"] == 120
+
+
+def test_the_prefixes_looked_for_are_those_the_method_specs_declare() -> None:
+    state = {"module.unknown.backbone.encoder.0.weight": torch.zeros(1)}
+    with pytest.raises(SeedImportError, match="no CNN backbone in its state_dict") as err:
+        import_seed_backbone({"state_dict": state}, "resnet18", {})
+    declared = [METHODS.get(name).seed_prefixes.get("cnn") for name in METHODS.names()]
+    assert all(layout[0] in str(err.value) for layout in declared if layout)
+    assert "module.unknown.backbone" in str(err.value)
