@@ -64,7 +64,9 @@ class SimSiam(SSLMethod):
         self.student = Network(backbone, SimSiamHead(backbone.embed_dim, cfg.simsiam))
 
     def ssl_step(self, views: list[Tensor], ctx: StepContext) -> MethodStep:
-        features = forward_multicrop(self.student.backbone, views[:2])
+        features = forward_multicrop(
+            self.student.backbone, views[:2], channels_last=self.channels_last
+        )
         z, p = self.student.head(features)
         z1, z2 = z.chunk(2)
         p1, p2 = p.chunk(2)

@@ -71,7 +71,7 @@ class MethodSpec:
 
     - ``config``: the method's section of the run config (e.g. ``dino:``), a StrictModel;
     - ``build(cfg, num_classes)``: the SSLMethod;
-    - ``augmentation``: the view recipe's name (sslight/data/augment);
+    - ``augmentation``: its ``AUG_RECIPES`` name (sslight/data/transforms.py);
     - ``defaults[family]``: recipe defaults merged under the user's config
       (e.g. ``{"train": {...}, "dino": {...}}``);
     - ``baseline_views[family]``: the seed repo's baseline geometry at 224 px
