@@ -25,13 +25,13 @@ import torch
 
 from sslight.config.load import ConfigError, config_key, load_yaml, resolve
 from sslight.engine.rundir import RunDir
+from sslight.methods import METHODS
 from sslight.stages.names import PRETRAIN
 from sslight.weights.eval_backbone import load_eval_backbone
 from sslight.weights.layout import export_layout, to_reference
 
 FORMAT = "sslight-backbone/1"
 EXPORT_FILE = Path("export") / "backbone.pt"  # under the run directory
-EVALUATED_NETWORK = {"dino": "teacher", "swav": "network", "moco": "query encoder"}
 
 
 def _atomic_save(write: Any, path: Path) -> None:
@@ -51,7 +51,7 @@ def sidecar_for(cfg: Any, result: dict[str, Any], tensors: int) -> dict[str, Any
         "format": FORMAT,
         "method": cfg.method,
         "backbone": cfg.backbone,
-        "network": EVALUATED_NETWORK.get(cfg.method, "eval_backbone()"),
+        "network": METHODS.get(cfg.method).evaluated_label,
         "view_policy": cfg.views.policy,
         "epochs": cfg.train.epochs,
         "image_size": cfg.data.image_size,
