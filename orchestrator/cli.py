@@ -25,9 +25,7 @@ import sys
 
 from orchestrator.executors import EXECUTORS
 from orchestrator.grid import Grid, load_grid
-from sslight.config import ConfigError
-
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+from sslight import ConfigError, ExitCode
 
 # Commands living in their own modules: each has ``add_command(commands, common)``, which adds
 # its subparser and sets ``handler`` (a function of the parsed args returning the exit code).
@@ -105,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except (ConfigError, RegistryError) as err:
         print(f"orchestrate: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("orchestrate: interrupted; `orchestrate resume` continues", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _registry(args: argparse.Namespace):
@@ -133,7 +131,7 @@ def _grid(args: argparse.Namespace) -> int:
             print(json.dumps([cell.to_dict() for cell in grid.cells], indent=2))
         else:
             print(format_cells(grid))
-        return EXIT_OK
+        return ExitCode.OK
     from orchestrator.submit import grid_cells, register_grid, submit
 
     with _registry(args) as registry:
@@ -167,13 +165,13 @@ def _print_status(registry, grid: str | None, as_json: bool) -> int:
         print(json.dumps(rows, indent=2, default=str))
     else:
         print(format_rows(rows) if rows else "no cells registered")
-    return EXIT_FAILURE if any(r["status"] in ("failed", "lost") for r in rows) else EXIT_OK
+    return ExitCode.FAILURE if any(r["status"] in ("failed", "lost") for r in rows) else ExitCode.OK
 
 
 def _status(args: argparse.Namespace) -> int:
     with _registry(args) as registry:
         _print_status(registry, args.grid, args.json)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -216,7 +214,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
     with _registry(args) as registry:
         print(f"cancelled {len(cancel(registry, args.grid))} cells")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 COMMANDS = {"grid": _grid, "status": _status, "resume": _resume, "cancel": _cancel}

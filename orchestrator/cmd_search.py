@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.executors import EXECUTORS, local_parallelism, make_executor
-from sslight.config import ConfigError
+from sslight import ConfigError, ExitCode
 
 if TYPE_CHECKING:  # the rest loads when the command runs: `orchestrate --help` stays fast
     from db import Registry
@@ -53,7 +53,7 @@ def add_command(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.cli import EXIT_FAILURE, EXIT_OK, _registry
+    from orchestrator.cli import _registry
     from orchestrator.search import load_search
     from orchestrator.search_study import exhausted, open_study
     from orchestrator.search_summary import summary_lines
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(search, study)))
         print(f"search {search.name}: {time.time() - started:.0f} s in this invocation")
         reached = counts.counted >= search.trials or exhausted(study)
-        return EXIT_OK if reached and not counts.failed and not counts.running else EXIT_FAILURE
+        clean = reached and not counts.failed and not counts.running
+        return ExitCode.OK if clean else ExitCode.FAILURE
 
 
 def register_search(registry: Registry, search: Search) -> int:

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sslight.config import ConfigError
+from sslight import ConfigError, ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def sync_cells(registry: Any, runs: list[Any], tracking_uri: str) -> tuple[int, 
 
 def _sync(args: argparse.Namespace) -> int:
     from db import mask_url
-    from orchestrator.cli import EXIT_FAILURE, EXIT_OK, _registry
+    from orchestrator.cli import _registry
     from orchestrator.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, args.root)
@@ -64,7 +64,7 @@ def _sync(args: argparse.Namespace) -> int:
     print(f"synced {synced} cells to {mask_url(uri)}")
     for problem in problems:
         print(f"not synced: {problem}")
-    return EXIT_FAILURE if problems else EXIT_OK
+    return ExitCode.FAILURE if problems else ExitCode.OK
 
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:

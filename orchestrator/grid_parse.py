@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.grid_names import canonical, normal, same
-from sslight.config import ConfigError, apply_overrides, load_yaml
+from sslight import ConfigError, apply_overrides, load_yaml
 
 MAX_CELLS = 10_000
 

@@ -44,8 +44,7 @@ from orchestrator.search_space import (
     reference_points,
     views_for,
 )
-from sslight.config import ConfigError, apply_overrides, resolve
-from sslight.config.load import set_dotted
+from sslight import ConfigError, apply_overrides, resolve, set_dotted
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -177,7 +176,7 @@ class Search:
 
 
 def _patch_size(backbone: str) -> int | None:
-    from sslight.models.backbones import backbone_spec
+    from sslight import backbone_spec
 
     return backbone_spec(backbone).patch_size
 
@@ -285,8 +284,7 @@ def _base(
 
 
 def _references(probe: Any, space: dict[str, Parameter], source: str) -> dict[str, dict]:
-    from sslight.methods import METHODS
-    from sslight.models.backbones import backbone_spec
+    from sslight import METHODS, backbone_spec
 
     family = backbone_spec(probe.backbone).family
     points = reference_points(METHODS.get(probe.method), family)

@@ -161,7 +161,7 @@ class SearchWorker(submitit.helpers.Checkpointable):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             log.error("trial %d: %s", trial.number, err)
             return
-        from sslight.config import config_to_dict
+        from sslight import config_to_dict
 
         row = {"key": key, "name": name, "config": config_to_dict(cfg), "output_dir": output_dir}
         registry.add_runs(self.grid_id, [row])

@@ -19,7 +19,7 @@ from orchestrator.executors import local_parallelism, make_executor
 from orchestrator.grid import Grid, Resources
 from orchestrator.job import CellJob
 from orchestrator.tracking import registry_tracking_uri
-from sslight.config import config_to_dict
+from sslight import config_to_dict
 
 log = logging.getLogger(__name__)
 
