@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslight.config import ConfigError
-
-EXIT_OK = 0
+from sslight import ConfigError, ExitCode
 
 
 def add_command(commands, common: argparse.ArgumentParser) -> None:
@@ -28,6 +26,7 @@ def add_command(commands, common: argparse.ArgumentParser) -> None:
 def report(args: argparse.Namespace) -> int:
     from dashboards.report import write_report
     from db import mask_url
+    from orchestrator import search_report  # noqa: F401  (registers the search section)
     from orchestrator.cli import _registry
     from orchestrator.reconcile import reconcile
 
@@ -64,4 +63,4 @@ def report(args: argparse.Namespace) -> int:
         print(f"; training curves of {len(written.cell_images)} cells in <output_dir>/report/")
     else:
         print()
-    return EXIT_OK
+    return ExitCode.OK

@@ -2,6 +2,8 @@
 SSLight points, every trial, parameter importances and the optimisation history (PNG).
 
 Figures are drawn on matplotlib's ``Figure`` (Agg, no pyplot state) like ``dashboards.plots``.
+Importing this module registers the section (``dashboards.sections``); ``orchestrate report``
+does. It lives here, not in the dashboards, because it reads the study through the search.
 """
 
 from __future__ import annotations

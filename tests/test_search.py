@@ -225,9 +225,9 @@ def test_bad_search_input_exits_2_with_one_message(tmp_path, capsys, changes, ke
 
 
 def test_the_report_section_shows_best_vs_references_importances_and_history(tmp_path):
-    from dashboards.search_section import search_section
     from orchestrator.cmd_search import register_search
     from orchestrator.search import load_search
+    from orchestrator.search_report import search_section
     from orchestrator.search_study import open_study
 
     search = load_search(_search(tmp_path))
