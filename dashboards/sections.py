@@ -9,7 +9,7 @@ registered builder for every grid, after the paper's tables; for a grid whose sp
 ``SECTIONS`` is a registry: a module registers its builders when it is imported, and whoever
 writes the report imports the modules whose sections it wants. The dashboards read the registry
 only, so sections that need more live with what they need: ``orchestrate report`` imports
-``orchestrator/search_report.py`` (an Optuna search's best parameters, trials and importances)::
+``orchestrator/search/report_section.py`` (a search's best parameters, trials, importances)::
 
     from dashboards.sections import Section, register_section
 

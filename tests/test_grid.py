@@ -19,7 +19,7 @@ import yaml
 from seed_table import SEED_VIEWS
 
 from orchestrator import cli
-from orchestrator.grid import MAX_CELLS, Grid, Resources, expand_env, load_grid
+from orchestrator.grid.spec import MAX_CELLS, Grid, Resources, expand_env, load_grid
 from sslight.config import ConfigError, config_key, config_to_dict, load_config, resolve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,6 +32,7 @@ class RunDir:
         self.metrics = self.root / "metrics.jsonl"
         self.result = self.root / "result.json"
         self.init_weights = self.root / "init_weights.json"  # what init.weights loaded
+        self.export = self.root / "export"  # the evaluated backbone (sslight/weights/export.py)
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli.common import open_registry_for
 from sslight import ConfigError, ExitCode
 
 
@@ -50,11 +51,10 @@ def _select(runs: list[Any], names: list[str]) -> list[Any]:
 
 
 def export_cells(args: argparse.Namespace) -> int:
-    from orchestrator.cli import _registry
-    from orchestrator.status import align
+    from orchestrator.execution.status import align
     from sslight import export_run, resolve
 
-    with _registry(args) as registry:
+    with open_registry_for(args) as registry:
         if args.grid is not None and args.grid not in {g.name for g in registry.grids()}:
             raise ConfigError("command line", "--grid", f"no grid named {args.grid!r}")
         runs = _select(registry.runs(grid_name=args.grid), args.cells)

@@ -18,7 +18,7 @@ from sslight import ConfigError, ExitCode
 def mlflow_store(uri: str) -> Any:
     """What the dashboards' MLflow UI needs to know of the tracking store at ``uri``."""
     from dashboards.ui import MlflowStore
-    from orchestrator.tracking_store import ARTIFACTS_DIRNAME, FAST_HTTP, is_server_uri, sqlite_path
+    from orchestrator.tracking.store import ARTIFACTS_DIRNAME, FAST_HTTP, is_server_uri, sqlite_path
 
     database = sqlite_path(uri)
     artifacts = database.parent / ARTIFACTS_DIRNAME if database is not None else None
@@ -27,7 +27,7 @@ def mlflow_store(uri: str) -> Any:
 
 def _ui(args: argparse.Namespace) -> int:
     from dashboards import ui
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.tracking.tracker import resolve_tracking_uri
 
     try:
         if args.optuna:

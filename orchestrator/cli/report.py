@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from orchestrator.cli.common import open_registry_for
 from sslight import ConfigError, ExitCode
 
 
@@ -26,11 +27,10 @@ def add_command(commands, common: argparse.ArgumentParser) -> None:
 def report(args: argparse.Namespace) -> int:
     from dashboards.report import write_report
     from db import mask_url
-    from orchestrator import search_report  # noqa: F401  (registers the search section)
-    from orchestrator.cli import _registry
-    from orchestrator.reconcile import reconcile
+    from orchestrator.execution.reconcile import reconcile
+    from orchestrator.search import report_section  # noqa: F401  (registers the search section)
 
-    with _registry(args) as registry:
+    with open_registry_for(args) as registry:
         grids = registry.grids()
         if not grids:
             raise ConfigError(

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from db import Registry, with_driver
 from db.models import Grid
-from orchestrator.search import Search
+from orchestrator.search.spec import Search
 from sslight import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
