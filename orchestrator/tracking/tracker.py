@@ -56,7 +56,7 @@ MLFLOW_STATUS = {
     RunStatus.FAILED: "FAILED",
     RunStatus.CANCELLED: "KILLED",
 }
-REPORT_GLOB = "report/*.png"
+REPORT_PNGS = "*.png"  # under the run's report/
 BACKOFF_MIN_S, BACKOFF_MAX_S = 30.0, 900.0
 
 
@@ -66,7 +66,7 @@ def _artifact_files(run_dir: Path, everything: bool) -> list[Path]:
     files = [paths.config, paths.result] if everything else [paths.config]
     if everything:
         files.extend(p for p in sorted(paths.export.rglob("*")) if p.is_file())
-        files.extend(sorted(run_dir.glob(REPORT_GLOB)))
+        files.extend(sorted(paths.report.glob(REPORT_PNGS)))
     return [p for p in files if p.is_file()]
 
 
