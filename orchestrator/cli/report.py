@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from orchestrator.cli.common import open_registry_for
-from sslight import ConfigError, ExitCode
+from sslight import ConfigError, ExitCode, RunDir
 
 
 def add_command(commands, common: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_command(commands, common: argparse.ArgumentParser) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    from dashboards.report import write_report
+    from dashboards.report import RunFiles, write_report
     from db import mask_url
     from orchestrator.execution.reconcile import reconcile
     from orchestrator.search import report_section  # noqa: F401  (registers the search section)
@@ -55,7 +55,11 @@ def report(args: argparse.Namespace) -> int:
             out = Path(grids[0].workdir) / "report"
         else:
             out = Path(args.root) / "report"
-        written = write_report(registry, grids, out)
+        files = RunFiles(
+            metrics=lambda run: RunDir(run.output_dir).metrics,
+            report_dir=lambda run: RunDir(run.output_dir).report,
+        )
+        written = write_report(registry, grids, out, files)
     print(written.markdown)
     print(f"report: {written.markdown_path} and {written.html_path}")
     print(f"plots: {len(written.images)} in {out}", end="")
