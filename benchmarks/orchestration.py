@@ -48,8 +48,8 @@ def grid_file(directory: Path, seeds: int) -> Path:
 def grid_timing(directory: Path, cells: int) -> dict[str, Any]:
     """Seconds to expand (``load_grid``, as ``--dry-run``) and register into a fresh registry."""
     from db import open_registry
-    from orchestrator.grid import load_grid
-    from orchestrator.submit import register_grid
+    from orchestrator.execution.submit import register_grid
+    from orchestrator.grid.spec import load_grid
 
     path = grid_file(directory, cells // 4)
     start = time.perf_counter()

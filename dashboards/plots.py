@@ -40,9 +40,8 @@ class Curve:
     probe: list[tuple[int, float]] = field(default_factory=list)
 
 
-def read_curve(run: RunView, group: str, policy: str) -> Curve | None:
-    """The epoch lines of ``<output_dir>/metrics.jsonl``; None when it is missing or has none."""
-    path = Path(run.output_dir) / "metrics.jsonl"
+def read_curve(run: RunView, path: Path, group: str, policy: str) -> Curve | None:
+    """The epoch lines of ``run``'s metrics file ``path``; None when it is missing or has none."""
     if not path.is_file():
         return None
     curve = Curve(run.name, group, policy)

@@ -1,8 +1,10 @@
 """A report of grids: the paper's tables in Markdown and HTML, PNG plots, registered sections.
 
-``write_report(registry, grids, out_dir)`` writes ``report.md``, a self-contained
+``write_report(registry, grids, out_dir, files)`` writes ``report.md``, a self-contained
 ``report.html`` (inline CSS, images as data URIs) and the PNGs into ``out_dir``, and a copy of
-each cell's training curves into ``<output_dir>/report/`` for the tracking server to pick up.
+each cell's training curves into its run directory's ``report/`` for the tracking server to pick
+up. Where a run directory keeps those files is the caller's to say (``RunFiles``): the dashboards
+read the registry only, not the library that lays run directories out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import base64
 import html
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +23,7 @@ from dashboards.sections import Section, sections
 from db import GridView, Registry, RunView, mask_url
 
 log = logging.getLogger(__name__)
-CELL_CURVES = Path("report") / "training_curves.png"  # under each run's output_dir
+CELL_CURVES_PNG = "training_curves.png"  # in each run directory's report folder
 TABLES = (
     (collect.PRETRAINING, "Pretraining: linear and k-NN top-1", "pretraining"),
     (collect.DOWNSTREAM, "Downstream: semi-supervised top-1 and COCO AP", "downstream"),
@@ -57,7 +59,7 @@ def _summary(grid: GridView, runs: Sequence[RunView]) -> str:
     return f"{len(runs)} cells ({states or 'none registered'}); workdir `{grid.workdir}`"
 
 
-def grid_report(registry: Registry, grid: GridView, out_dir: Path) -> Part:
+def grid_report(registry: Registry, grid: GridView, out_dir: Path, files: RunFiles) -> Part:
     """One grid's section: its paper tables and plots (unless it is a search), then sections."""
     runs = registry.runs(grid_name=grid.name)
     part = Part()
@@ -69,7 +71,7 @@ def grid_report(registry: Registry, grid: GridView, out_dir: Path) -> Part:
     )
     if grid.spec.get("kind") != "search" and runs:
         _paper_tables(part, grid, runs, out_dir)
-        _curves(part, grid, runs, out_dir)
+        _curves(part, grid, runs, out_dir, files)
     for name, build in sections().items():
         try:
             section = build(registry, grid, out_dir)
@@ -95,17 +97,27 @@ def _paper_tables(part: Part, grid: GridView, runs: Sequence[RunView], out_dir: 
         part.image(png, out_dir, f"{grid.name}: {title}, measured and reported")
 
 
-def _curves(part: Part, grid: GridView, runs: Sequence[RunView], out_dir: Path) -> None:
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run's directory keeps its per-epoch metrics and its report folder."""
+
+    metrics: Callable[[RunView], Path]
+    report_dir: Callable[[RunView], Path]
+
+
+def _curves(
+    part: Part, grid: GridView, runs: Sequence[RunView], out_dir: Path, files: RunFiles
+) -> None:
     _, groups = collect.group(runs)
     curves = []
     for labels, members in groups.items():
         for run in members:
             policy = collect.label_of(run.config, collect.POLICY)
-            curve = plots.read_curve(run, " / ".join(labels), policy)
+            curve = plots.read_curve(run, files.metrics(run), " / ".join(labels), policy)
             if curve is None:
                 continue
             curves.append(curve)
-            cell_png = Path(run.output_dir) / CELL_CURVES
+            cell_png = files.report_dir(run) / CELL_CURVES_PNG
             part.cell_images.append(plots.curves_figure([curve], cell_png, run.name))
     if curves:
         title = "Training curves per epoch"
@@ -140,13 +152,15 @@ class Written:
     cell_images: tuple[Path, ...]
 
 
-def write_report(registry: Registry, grids: Sequence[GridView], out_dir: Path) -> Written:
+def write_report(
+    registry: Registry, grids: Sequence[GridView], out_dir: Path, files: RunFiles
+) -> Written:
     """Write ``report.md``, ``report.html`` and the plots of ``grids`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = f"registry {mask_url(registry.url)}, {stamp}"
-    parts = [grid_report(registry, grid, out_dir) for grid in grids]
+    parts = [grid_report(registry, grid, out_dir, files) for grid in grids]
     title = "SSLight report" + (f": {grids[0].name}" if len(grids) == 1 else "")
     markdown = "\n".join([f"# {title}\n\n{where}\n", *("\n".join(p.markdown) for p in parts)])
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"

@@ -6,9 +6,11 @@ Markdown and HTML (None: nothing to say for this grid). ``orchestrate report`` c
 registered builder for every grid, after the paper's tables; for a grid whose spec says
 ``kind: search`` (``grid.spec.get("kind") == "search"``) it renders these sections only.
 
-To add one (an Optuna search's best parameters, trials and importances, say)::
+``SECTIONS`` is a registry: a module registers its builders when it is imported, and whoever
+writes the report imports the modules whose sections it wants. The dashboards read the registry
+only, so sections that need more live with what they need: ``orchestrate report`` imports
+``orchestrator/search/report_section.py`` (a search's best parameters, trials, importances)::
 
-    # dashboards/search_section.py
     from dashboards.sections import Section, register_section
 
     @register_section("search")
@@ -18,15 +20,13 @@ To add one (an Optuna search's best parameters, trials and importances, say)::
         ...
         return Section("Search", markdown_text, html_text, (out_dir / "importance.png",))
 
-and add ``"dashboards.search_section"`` to ``SECTION_MODULES``. The report embeds each listed PNG
-in the HTML page as a data URI and links it from the Markdown; ``html`` must not load anything
-from the network.
+The report embeds each listed PNG in the HTML page as a data URI and links it from the Markdown;
+``html`` must not load anything from the network.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,6 @@ class Section:
 
 SectionBuilder = Callable[[Registry, GridView, Path], "Section | None"]
 SECTIONS: dict[str, SectionBuilder] = {}
-# Modules whose import registers more sections (each decorates its builders).
-SECTION_MODULES: tuple[str, ...] = ("dashboards.search_section",)
 
 
 def register_section(name: str) -> Callable[[SectionBuilder], SectionBuilder]:
@@ -62,9 +60,7 @@ def register_section(name: str) -> Callable[[SectionBuilder], SectionBuilder]:
 
 
 def sections() -> dict[str, SectionBuilder]:
-    """Every registered builder, after importing ``SECTION_MODULES``."""
-    for module in SECTION_MODULES:
-        importlib.import_module(module)
+    """Every registered builder, in registration order."""
     return SECTIONS
 
 

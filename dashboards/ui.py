@@ -3,7 +3,11 @@
 ``mlflow_ui`` serves a tracking store with ``mlflow server`` (an SQLite file made by
 ``orchestrate``; a server URI is only printed, it already has a UI), ``optuna_dashboard`` an
 Optuna storage (a JournalStorage file or an RDB URL). Both print the URL once the server
-answers and run until Ctrl-C. Bad input raises ``ConfigError`` naming the option and the problem.
+answers and run until Ctrl-C. Bad input raises ``UIError`` naming the option and the problem.
+
+The dashboards import the registry only: what the MLflow UI needs to know of the tracking store
+(``MlflowStore``: a server or an SQLite file, where its artifacts live, the HTTP settings) is given
+by the caller, ``orchestrate ui``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from sslight.config import ConfigError
 
 HOST = "127.0.0.1"
 MLFLOW_PORT = 5000
@@ -33,6 +36,27 @@ SOURCE = "command line"
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
+class UIError(ValueError):
+    """Bad input to a UI command: ``source: key: problem`` (the command exits 2)."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source, self.key, self.problem = source, key, problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+@dataclass(frozen=True)
+class MlflowStore:
+    """An MLflow tracking store as the UI needs it: its URI, whether a server answers it (then it
+    has a UI of its own), its SQLite file and artifacts folder (else None), and the environment
+    that keeps HTTP calls to a server short."""
+
+    uri: str
+    is_server: bool = False
+    database: Path | None = None
+    artifacts_dir: Path | None = None
+    http_env: Mapping[str, str] = field(default_factory=dict)
+
+
 def executable(name: str) -> str:
     """A console script of this environment (next to the interpreter), else from ``PATH``."""
     local = Path(sys.executable).with_name(name)
@@ -40,19 +64,19 @@ def executable(name: str) -> str:
         return str(local)
     found = shutil.which(name)
     if found is None:
-        raise ConfigError(SOURCE, name, f"{name!r} is not installed in this environment")
+        raise UIError(SOURCE, name, f"{name!r} is not installed in this environment")
     return found
 
 
 def check_port_free(port: int, option: str = "--port") -> None:
-    """Raise ConfigError when ``port`` cannot be bound on 127.0.0.1."""
+    """Raise UIError when ``port`` cannot be bound on 127.0.0.1."""
     if not 0 < port < 65536:
-        raise ConfigError(SOURCE, option, f"{port} is not a TCP port (1-65535)")
+        raise UIError(SOURCE, option, f"{port} is not a TCP port (1-65535)")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((HOST, port))
         except OSError as err:
-            raise ConfigError(
+            raise UIError(
                 SOURCE, option, f"port {port} on {HOST} is in use ({err.strerror}); pick another"
             ) from None
 
@@ -136,7 +160,7 @@ def _serve_until_interrupted(process: subprocess.Popen) -> int:
 
 
 def experiment_id(tracking_uri: str, name: str) -> str:
-    """The id of experiment (grid) ``name`` in the store; ConfigError if there is none."""
+    """The id of experiment (grid) ``name`` in the store; UIError if there is none."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -144,7 +168,7 @@ def experiment_id(tracking_uri: str, name: str) -> str:
     if found is None or found.lifecycle_stage == "deleted":
         names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
         known = ", ".join(names) or "none yet"
-        raise ConfigError(
+        raise UIError(
             SOURCE, "--grid", f"no MLflow experiment named {name!r} (experiments: {known})"
         )
     return found.experiment_id
@@ -155,12 +179,11 @@ def experiment_path(experiment: str) -> str:
     return f"/#/experiments/{experiment}/runs?workflowType=machine_learning" if experiment else ""
 
 
-def _server_experiment_id(tracking_uri: str, name: str) -> str:
+def _server_experiment_id(store: MlflowStore, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
-    from orchestrator.tracking_store import FAST_HTTP
-
-    for key, value in FAST_HTTP.items():
+    tracking_uri = store.uri
+    for key, value in store.http_env.items():
         os.environ.setdefault(key, value)
     try:
         return experiment_id(tracking_uri, name)
@@ -170,18 +193,17 @@ def _server_experiment_id(tracking_uri: str, name: str) -> str:
 
 
 def mlflow_ui(
-    tracking_uri: str, port: int = MLFLOW_PORT, grid: str | None = None, log_path=None
+    store: MlflowStore, port: int = MLFLOW_PORT, grid: str | None = None, log_path=None
 ) -> int:
-    """Serve ``tracking_uri`` with the MLflow UI until Ctrl-C; print its (experiment) URL."""
-    from orchestrator.tracking_store import ARTIFACTS_DIRNAME, is_server_uri, sqlite_path
-
-    if is_server_uri(tracking_uri):
-        path = experiment_path(_server_experiment_id(tracking_uri, grid)) if grid else ""
+    """Serve ``store`` with the MLflow UI until Ctrl-C; print its (experiment) URL."""
+    tracking_uri = store.uri
+    if store.is_server:
+        path = experiment_path(_server_experiment_id(store, grid)) if grid else ""
         print(f"MLflow UI (served by the tracking server): {tracking_uri.rstrip('/')}{path}")
         return 0
-    database = sqlite_path(tracking_uri)
+    database = store.database
     if database is not None and not database.exists():
-        raise ConfigError(
+        raise UIError(
             SOURCE,
             "--root/--tracking-uri",
             f"no MLflow store at {database}: run a grid first, or point --root or "
@@ -189,7 +211,7 @@ def mlflow_ui(
         )
     check_port_free(port)
     path = experiment_path(experiment_id(tracking_uri, grid)) if grid else ""
-    artifacts = database.parent / ARTIFACTS_DIRNAME if database is not None else None
+    artifacts = store.artifacts_dir
     url = f"http://{HOST}:{port}"
     print(f"starting the MLflow UI for {tracking_uri} (about 20 s) ...", flush=True)
     process = start_server(
@@ -214,7 +236,7 @@ def optuna_dashboard(storage: str, port: int = OPTUNA_PORT, log_path=None) -> in
     """Serve an Optuna storage with optuna-dashboard until Ctrl-C; print its URL."""
     journal = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else storage
     if "://" not in journal and not Path(journal).expanduser().is_file():
-        raise ConfigError(
+        raise UIError(
             SOURCE,
             "--optuna",
             f"{storage}: no such Optuna storage file (give a JournalStorage file or an RDB "

@@ -7,9 +7,10 @@ registry.claim_for_submission(keys)                        # -> the keys this ca
 
 from __future__ import annotations
 
-from db.models import EXECUTORS, STATUSES
-from db.registry import CLAIMABLE, Registry, RegistryError
+from db.models import EXECUTORS
+from db.registry import Registry, RegistryError
 from db.session import ENV_VAR, default_url, mask_url, open_registry, resolve_url, with_driver
+from db.status import CLAIMABLE, STATUSES, RunStatus
 from db.views import AttemptView, GridView, RunView
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "GridView",
     "Registry",
     "RegistryError",
+    "RunStatus",
     "RunView",
     "default_url",
     "mask_url",

@@ -21,7 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STATUSES = ("pending", "submitted", "running", "finished", "failed", "lost", "cancelled")
+from db.status import STATUSES, RunStatus
+
 EXECUTORS = ("local", "slurm", "debug")
 
 NAMING_CONVENTION = {
@@ -75,7 +76,7 @@ class Run(Base):
     key: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     config: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=RunStatus.PENDING.value)
     stage: Mapped[str | None] = mapped_column(String(64))
     output_dir: Mapped[str] = mapped_column(Text)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))

@@ -17,28 +17,16 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import EXECUTORS, STATUSES, Attempt, Grid, Run, utcnow
-from db.views import AttemptView, GridView, RunView, view
+from db.attempts import ERROR_TAIL_CHARS, AttemptRecords
+from db.checks import RegistryError, check_choice, chunks
+from db.models import Attempt, Grid, Run
+from db.status import CLAIMABLE, STATUSES, RunStatus
+from db.views import GridView, RunView, view
+
+__all__ = ["ERROR_TAIL_CHARS", "Registry", "RegistryError"]
 
 T = TypeVar("T")
-CLAIMABLE = ("pending", "failed", "lost", "cancelled")
-ERROR_TAIL_CHARS = 8000  # attempts keep the last this-many characters of an error
-_CHUNK = 500  # keys per IN (...) clause
 _RETRIES = 4
-
-
-class RegistryError(Exception):
-    """A registry that cannot be used as asked (bad URL, newer schema, unknown run, ...)."""
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
-def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -48,7 +36,7 @@ def _transient(exc: DBAPIError) -> bool:
     return code in ("40001", "40P01") or "database is locked" in message or "deadlock" in message
 
 
-class Registry:
+class Registry(AttemptRecords):
     """Grids, runs and attempts in one SQL database; safe to share among processes."""
 
     def __init__(self, engine: Engine, url: str, migrated: bool = False) -> None:
@@ -124,7 +112,7 @@ class Registry:
             if session.get(Grid, grid_id) is None:
                 raise RegistryError(f"no grid with id {grid_id} in the registry")
             existing: set[str] = set()
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 existing.update(session.scalars(select(Run.key).where(Run.key.in_(chunk))))
             new = [k for k in keys if k not in existing]
             for c in (unique[k] for k in new):
@@ -133,7 +121,9 @@ class Registry:
                     "config": c["config"],
                     "output_dir": str(c["output_dir"]),
                 }
-                session.add(Run(grid_id=grid_id, key=c["key"], status="pending", **fields))
+                session.add(
+                    Run(grid_id=grid_id, key=c["key"], status=RunStatus.PENDING.value, **fields)
+                )
             return new
 
         return self._tx(op, races=True)
@@ -146,13 +136,13 @@ class Registry:
         Concurrent callers never both claim one key: SQLite serialises writers (BEGIN
         IMMEDIATE); elsewhere ``SELECT ... FOR UPDATE`` locks the rows and re-checks status.
         """
-        keys, allowed = list(dict.fromkeys(keys)), tuple(allowed_statuses)
+        keys, allowed = list(dict.fromkeys(keys)), tuple(str(s) for s in allowed_statuses)
         for status in allowed:
-            _check(status, STATUSES, "status")
+            check_choice(status, STATUSES, "status")
 
         def op(session: Session) -> list[str]:
             claimed: set[str] = set()
-            for chunk in _chunks(sorted(keys)):  # sorted: one lock order for every caller
+            for chunk in chunks(sorted(keys)):  # sorted: one lock order for every caller
                 query = (
                     select(Run)
                     .where(Run.key.in_(chunk), Run.status.in_(allowed))
@@ -160,7 +150,7 @@ class Registry:
                     .with_for_update()
                 )
                 for run in session.scalars(query):
-                    run.status, run.stage, run.error = "submitted", None, None
+                    run.status, run.stage, run.error = RunStatus.SUBMITTED.value, None, None
                     claimed.add(run.key)
             return [k for k in keys if k in claimed]
 
@@ -170,11 +160,11 @@ class Registry:
         self, key: str, status: str, stage: str | None = None, error: str | None = None
     ) -> None:
         """Set a run's status; ``stage`` and ``error`` are written only when given."""
-        _check(status, STATUSES, "status")
+        check_choice(status, STATUSES, "status")
 
         def op(session: Session) -> None:
             run = self._run(session, key)
-            run.status = status
+            run.status = str(status)  # a RunStatus stores as its value
             if stage is not None:
                 run.stage = stage
             if error is not None:
@@ -198,66 +188,6 @@ class Registry:
     def set_mlflow_run_id(self, key: str, mlflow_run_id: str | None) -> None:
         self._tx(lambda s: setattr(self._run(s, key), "mlflow_run_id", mlflow_run_id))
 
-    # -- attempts ------------------------------------------------------------------------
-
-    def start_attempt(
-        self,
-        key: str,
-        executor: str,
-        job_id: str | None = None,
-        node: str | None = None,
-        state: str = "running",
-    ) -> int:
-        """Record a new attempt at run ``key``; return its id."""
-        _check(executor, EXECUTORS, "executor")
-
-        def op(session: Session) -> int:
-            run_id = self._run(session, key).id
-            attempt = Attempt(
-                run_id=run_id, executor=executor, job_id=job_id, node=node, state=state
-            )
-            session.add(attempt)
-            session.flush()
-            return attempt.id
-
-        return self._tx(op)
-
-    def update_attempt(
-        self,
-        attempt_id: int,
-        *,
-        state: str | None = None,
-        job_id: str | None = None,
-        node: str | None = None,
-    ) -> None:
-        """Fill in what an attempt learnt after it started; None leaves a field as it is."""
-
-        def op(session: Session) -> None:
-            attempt = self._attempt(session, attempt_id)
-            for field, value in (("state", state), ("job_id", job_id), ("node", node)):
-                if value is not None:
-                    setattr(attempt, field, value)
-
-        self._tx(op)
-
-    def finish_attempt(self, attempt_id: int, state: str, error_tail: str | None = None) -> None:
-        """Close an attempt with its final ``state`` and the tail of its error, if any."""
-
-        def op(session: Session) -> None:
-            attempt = self._attempt(session, attempt_id)
-            attempt.state, attempt.ended_at = state, utcnow()
-            if error_tail is not None:
-                attempt.error_tail = error_tail[-ERROR_TAIL_CHARS:]
-
-        self._tx(op)
-
-    @staticmethod
-    def _attempt(session: Session, attempt_id: int) -> Attempt:
-        attempt = session.get(Attempt, attempt_id)
-        if attempt is None:
-            raise RegistryError(f"no attempt with id {attempt_id} in the registry")
-        return attempt
-
     # -- reads ---------------------------------------------------------------------------
 
     def grids(self) -> list[GridView]:
@@ -277,7 +207,7 @@ class Registry:
         if grid_name is not None:
             query = query.where(Grid.name == grid_name)
         if statuses is not None:
-            query = query.where(Run.status.in_(list(statuses)))
+            query = query.where(Run.status.in_([str(status) for status in statuses]))
         if keys is not None:
             query = query.where(Run.key.in_(list(keys)))
         return self._tx(
@@ -320,30 +250,4 @@ class Registry:
             query = query.where(Grid.name == grid_name)
         return self._tx(
             lambda s: [dict(row) for row in s.connection().execute(query).mappings()], write=False
-        )
-
-    def attempts_by_key(self, keys: Iterable[str]) -> dict[str, list[AttemptView]]:
-        """Every attempt at each of ``keys``, oldest first (keys without attempts are absent)."""
-        keys = list(dict.fromkeys(keys))
-
-        def op(session: Session) -> dict[str, list[AttemptView]]:
-            found: dict[str, list[AttemptView]] = {}
-            for chunk in _chunks(keys):
-                query = (
-                    select(Attempt, Run.key)
-                    .join(Run)
-                    .where(Run.key.in_(chunk))
-                    .order_by(Attempt.id)
-                )
-                for attempt, key in session.execute(query):
-                    found.setdefault(key, []).append(view(AttemptView, attempt, key=key))
-            return found
-
-        return self._tx(op, write=False)
-
-    def attempts(self, key: str) -> list[AttemptView]:
-        """Every attempt at run ``key``, oldest first."""
-        query = select(Attempt).join(Run).where(Run.key == key).order_by(Attempt.id)
-        return self._tx(
-            lambda s: [view(AttemptView, a, key=key) for a in s.scalars(query)], write=False
         )

@@ -3,22 +3,43 @@
 import sslight
 cfg = sslight.load_config("experiments/smoke/pipeline.yaml", ["output_dir=/tmp/p"])
 result = sslight.run(cfg)   # the whole result.json as a dict
+
+Outside ``sslight`` only these names are imported (``from sslight import X``); the contract is
+checked by import-linter (``pyproject.toml``). They load lazily (PEP 562): importing ``sslight``
+stays cheap, and ``orchestrate --help`` does not load torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__all__ = ["ConfigError", "load_config", "resolve", "run"]
+# Each public name and the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "BACKBONES": "sslight.models.backbones",
+    "ConfigError": "sslight.config.load",
+    "ExitCode": "sslight.exit_codes",
+    "METHODS": "sslight.methods",
+    "REFERENCE_SIZE": "sslight.config.views",
+    "RunDir": "sslight.engine.rundir",
+    "SSLIGHT_CHANGES": "sslight.config.views",
+    "apply_overrides": "sslight.config.load",
+    "backbone_spec": "sslight.models.backbones",
+    "config_key": "sslight.config.load",
+    "config_to_dict": "sslight.config.load",
+    "export_run": "sslight.weights.export",
+    "load_config": "sslight.config.load",
+    "load_yaml": "sslight.config.load",
+    "resolve": "sslight.config.load",
+    "run": "sslight.pipeline",
+    "scale_crop_size": "sslight.config.views",
+    "set_dotted": "sslight.config.load",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:  # lazy: importing sslight stays cheap
-    if name == "run":
-        from sslight.pipeline import run
-
-        return run
-    if name in ("ConfigError", "load_config", "resolve"):
-        from sslight.config import load
-
-        return getattr(load, name)
-    raise AttributeError(f"module 'sslight' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sslight' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

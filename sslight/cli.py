@@ -16,9 +16,8 @@ import logging
 import sys
 
 from sslight.config.load import ConfigError, load_config
+from sslight.exit_codes import ExitCode
 
-EXIT_BAD_INPUT = 2
-EXIT_FAILURE = 1
 _DESCRIPTION = __doc__.split("\n\n")[0].replace("``", "")  # --help prints plain text, not reST
 
 
@@ -58,9 +57,9 @@ def _export(args: argparse.Namespace) -> int:
         out = export_run(args.run_dir, args.out)
     except (ConfigError, CheckpointError) as err:
         print(f"sslight: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     print(json.dumps({"backbone": str(out), "sidecar": str(out.with_suffix(".json"))}))
-    return 0
+    return ExitCode.OK
 
 
 def _bad_input(config: str, err: Exception) -> int:
@@ -68,7 +67,7 @@ def _bad_input(config: str, err: Exception) -> int:
 
     where = f"{config}: data.root: " if isinstance(err, DataRootError) else ""
     print(f"sslight: error: {where}{err}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return ExitCode.BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.print_config:
             print(json.dumps(cfg.model_dump(mode="json"), indent=2))
-            return 0
+            return ExitCode.OK
         if args.command == "run":
             from sslight.pipeline import run
 
@@ -105,16 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         return _bad_input(args.config, err)
     except KeyboardInterrupt:
         print("sslight: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as err:
         cause = err.__cause__  # a stage of `sslight run` wraps what it raised
         if isinstance(cause, (ConfigError, DataRootError, CheckpointError)):
             return _bad_input(args.config, cause)
         logging.getLogger("sslight").exception("run failed")
         print(f"sslight: failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     print(json.dumps(result, indent=2, sort_keys=True))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

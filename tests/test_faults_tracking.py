@@ -184,7 +184,8 @@ def _checkpoint_mtime(output_dir: Path) -> int:
 def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_run(
     slurm_cluster, tmp_path
 ):
-    from test_slurm import _registry, _submit_one
+    from registry_helpers import root_registry
+    from test_slurm import _submit_one
 
     grid, submission = _submit_one(
         tmp_path, "requeued", {"epochs": 40, "max_steps_per_epoch": 2, "log_every_steps": 1}
@@ -192,7 +193,7 @@ def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_
     output_dir = Path(grid.cells[0].output_dir)
 
     def attempts() -> list:
-        with _registry(tmp_path) as registry:
+        with root_registry(tmp_path) as registry:
             return registry.attempts(submission.key)
 
     # Each interrupt lands while the (requeued) job trains: its attempt is running and it has
@@ -223,7 +224,7 @@ def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_
         timeout_s=900,
         every=1,
     )
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         run = registry.run(submission.key)
         states = [a.state for a in registry.attempts(submission.key)]
         [only_run] = registry.runs()

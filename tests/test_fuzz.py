@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from orchestrator.grid import TOP_LEVEL_KEYS, load_grid
+from orchestrator.grid.spec import TOP_LEVEL_KEYS, load_grid
 from sslight.config import ConfigError
 from sslight.config.load import deep_merge, load_config
 from sslight.config.schema import RunConfig

@@ -19,7 +19,7 @@ import yaml
 from seed_table import SEED_COMMON, SEED_RECIPES, SEED_VIEWS, views_of
 
 from orchestrator import cli
-from orchestrator.grid import MAX_CELLS, Grid, Resources, expand_env, load_grid
+from orchestrator.grid.spec import MAX_CELLS, Grid, Resources, expand_env, load_grid
 from sslight.config import ConfigError, config_key, config_to_dict, load_config, resolve
 from sslight.models.backbones import backbone_spec
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from registry_helpers import root_registry
 from tiny import TINY_RUN
 
-from db import open_registry, resolve_url
 from orchestrator.cli import main
 
 TINY = TINY_RUN
@@ -34,10 +34,6 @@ def _grid(tmp_path: Path, name: str = "tiny", policies=("baseline", "sslight")) 
     return path
 
 
-def _registry(tmp_path: Path):
-    return open_registry(resolve_url(None, str(tmp_path / "runs")))
-
-
 def _status(tmp_path: Path, capsys) -> list[dict]:
     capsys.readouterr()
     main(["status", "--root", str(tmp_path / "runs"), "--json"])
@@ -55,7 +51,7 @@ def test_a_grid_runs_every_cell_and_a_second_invocation_submits_nothing(tmp_path
     rows = _status(tmp_path, capsys)
     assert [r["status"] for r in rows] == ["finished", "finished"]
     assert all(0 <= r["knn_top1"] <= 100 and r["attempts"] == 1 for r in rows)
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         for run in registry.runs():
             assert (
                 json.loads((Path(run.output_dir) / "result.json").read_text())["knn_top1"]
@@ -88,7 +84,7 @@ def test_two_concurrent_invocations_never_submit_a_cell_twice(tmp_path):
     outs = [first.communicate(timeout=300)[0], second.communicate(timeout=300)[0]]
     submitted = sum(int(out.split("submitted ")[1].split(" ")[0]) for out in outs)
     assert submitted == 2
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         assert all(len(registry.attempts(r.key)) == 1 for r in registry.runs())
         assert {r.status for r in registry.runs()} == {"finished"}
 
@@ -113,7 +109,7 @@ def test_a_failing_cell_is_recorded_and_resume_finishes_it(tmp_path, capsys):
     )
     [row] = _status(tmp_path, capsys)
     assert row["status"] == "failed" and "/nonexistent" in row["error"]
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         [attempt] = registry.attempts(row["key"])
         assert attempt.state == "failed" and "DataRootError" in attempt.error_tail
 
@@ -122,13 +118,13 @@ def test_a_job_that_died_without_a_word_is_lost_and_resume_finishes_it(tmp_path,
     grid = _grid(tmp_path, policies=("sslight",))
     root = str(tmp_path / "runs")
     # Register the cell and fake a submission whose process is already gone.
-    from orchestrator.grid import load_grid
-    from orchestrator.submit import register_grid
+    from orchestrator.execution.submit import register_grid
+    from orchestrator.grid.spec import load_grid
 
     loaded = load_grid(grid)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         register_grid(registry, loaded)
         [key] = registry.claim_for_submission([loaded.cells[0].key])
         registry.start_attempt(key, "local", job_id=str(dead.pid), state="running")
@@ -161,7 +157,7 @@ def test_cancel_stops_a_running_local_cell(tmp_path, capsys):
     runner.join(timeout=120)
     [row] = _status(tmp_path, capsys)
     assert row["status"] == "cancelled"
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         assert registry.attempts(row["key"])[-1].state == "cancelled"
 
 

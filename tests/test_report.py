@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import re
 from pathlib import Path
@@ -240,7 +241,9 @@ def test_all_grids_go_to_the_root_and_a_search_grid_shows_only_its_sections(
     def broken_section(registry, grid, out_dir):
         raise RuntimeError("storage unreachable")
 
-    monkeypatch.setattr(sections, "SECTION_MODULES", ())  # only the sections of this test
+    # the real search section registers itself on import (as `orchestrate report` does); first,
+    # so that the sections of this test replace it
+    importlib.import_module("orchestrator.search.report_section")
     monkeypatch.setattr(
         sections,
         "SECTIONS",

@@ -17,9 +17,9 @@ import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from registry_helpers import root_registry
 from tiny import TINY_RUN
 
-from db import open_registry, resolve_url
 from orchestrator.cli import main
 
 BASELINE = {"scale_boundary": 0.14, "local_size": 96, "local_number": 6, "global_global": 2 / 14}
@@ -62,12 +62,8 @@ def _study(tmp_path: Path, name: str = "views") -> optuna.Study:
     )
 
 
-def _registry(tmp_path: Path):
-    return open_registry(resolve_url(None, str(tmp_path / "runs")))
-
-
 def _rows(tmp_path: Path, study: optuna.Study) -> dict[int, object]:
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         rows = {run.key: run for run in registry.runs(grid_name=study.study_name)}
     trials = [t for t in study.trials if "registry_key" in t.user_attrs]  # waiting ones have none
     return {t.number: rows[t.user_attrs["registry_key"]] for t in trials}
@@ -109,7 +105,7 @@ def test_a_study_starts_with_the_references_prunes_and_continues(tmp_path, capsy
             assert row.error.startswith("pruned at epoch")
         else:
             assert row.error is None and row.result["knn_top1"] == pytest.approx(trial.value)
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         [grid] = [g for g in registry.grids() if g.name == "views"]
         assert grid.spec["kind"] == "search" and grid.spec["trials"] == 4
 
@@ -133,7 +129,7 @@ def test_a_pruned_trial_is_recorded_as_pruned_with_its_epoch(tmp_path, capsys):
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
     row = _rows(tmp_path, _study(tmp_path))[0]
     assert row.status == "finished" and row.error.startswith("pruned at epoch 1 (k-NN")
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         assert [a.state for a in registry.attempts(row.key)] == ["pruned"]
     result = json.loads((Path(row.output_dir) / "result.json").read_text())
     assert "knn" not in result.get("stages", {})  # stopped after one of two epochs
@@ -152,7 +148,7 @@ def test_a_killed_worker_trial_is_retried_with_its_params_and_resumes(tmp_path, 
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.2)
     assert checkpoint.exists(), "trial 0 never checkpointed"
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         [row] = [r for r in registry.runs(grid_name="views") if r.name == "t000"]
         controller = int(registry.attempts(row.key)[-1].job_id)
     for process in psutil.Process(controller).children(recursive=True):
@@ -175,15 +171,15 @@ def test_a_killed_worker_trial_is_retried_with_its_params_and_resumes(tmp_path, 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_database_storage_retries_a_trial_whose_heartbeat_stopped(tmp_path):
-    from orchestrator.cmd_search import register_search
-    from orchestrator.search import load_search
-    from orchestrator.search_space import suggest
-    from orchestrator.search_study import fail_stale, open_storage, open_study
+    from orchestrator.cli.search import register_search
+    from orchestrator.search.space import suggest
+    from orchestrator.search.spec import load_search
+    from orchestrator.search.study import fail_stale, open_storage, open_study
 
     storage_url = f"sqlite:///{tmp_path / 'optuna.db'}"
     path = _search(tmp_path, storage=storage_url, heartbeat={"interval": 1, "grace": 2})
     search = load_search(path)
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         register_search(registry, search)
         study = open_study(search, registry)
         trial = study.ask()  # the baseline point, then its worker goes silent
@@ -225,13 +221,13 @@ def test_bad_search_input_exits_2_with_one_message(tmp_path, capsys, changes, ke
 
 
 def test_the_report_section_shows_best_vs_references_importances_and_history(tmp_path):
-    from dashboards.search_section import search_section
-    from orchestrator.cmd_search import register_search
-    from orchestrator.search import load_search
-    from orchestrator.search_study import open_study
+    from orchestrator.cli.search import register_search
+    from orchestrator.search.report_section import search_section
+    from orchestrator.search.spec import load_search
+    from orchestrator.search.study import open_study
 
     search = load_search(_search(tmp_path))
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         register_search(registry, search)
         study = open_study(search, registry)  # trials 0 and 1: the queued reference points
         distributions = {n: p.distribution() for n, p in search.space.items()}
@@ -266,7 +262,7 @@ def test_the_report_section_shows_best_vs_references_importances_and_history(tmp
     ],
 )
 def test_each_sampler_and_pruner_can_be_chosen(tmp_path, sampler, pruner, kinds):
-    from orchestrator.search import load_search
+    from orchestrator.search.spec import load_search
 
     finite = {
         **SPACE,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 import yaml
+from registry_helpers import root_registry
 from tiny import TINY_RUN
 
-from db import open_registry, resolve_url
 from orchestrator.cli import main
-from orchestrator.grid import load_grid
+from orchestrator.grid.spec import load_grid
 
 TINY = TINY_RUN
 RESOURCES = {"time_min": 10, "cpus_per_task": 1, "partition": "debug"}
@@ -39,10 +39,6 @@ def _grid_file(tmp_path: Path, name: str, axes: dict, train: dict | None = None)
     return path
 
 
-def _registry(tmp_path: Path):
-    return open_registry(resolve_url(None, str(tmp_path / "runs")))
-
-
 def _wait_for(predicate, timeout: float = 180, every: float = 1.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -53,7 +49,7 @@ def _wait_for(predicate, timeout: float = 180, every: float = 1.0) -> None:
 
 
 def _run_status(tmp_path: Path, key: str) -> str:
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         return registry.run(key).status
 
 
@@ -62,7 +58,7 @@ def test_a_grid_of_four_cells_runs_as_a_slurm_array(slurm_cluster, tmp_path, cap
     root = str(tmp_path / "runs")
     assert main(["grid", str(grid), "--root", root, "--executor", "slurm", "--wait"]) == 0
     assert "submitted 4 of 4 cells (slurm)" in capsys.readouterr().out
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         runs = registry.runs()
         assert [r.status for r in runs] == ["finished"] * 4
         job_ids = [registry.attempts(r.key)[-1].job_id for r in runs]
@@ -71,10 +67,10 @@ def test_a_grid_of_four_cells_runs_as_a_slurm_array(slurm_cluster, tmp_path, cap
 
 
 def _submit_one(tmp_path: Path, name: str, train: dict):
-    from orchestrator.submit import grid_cells, register_grid, submit
+    from orchestrator.execution.submit import grid_cells, register_grid, submit
 
     grid = load_grid(_grid_file(tmp_path, name, {"views.policy": ["sslight"]}, train))
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         register_grid(registry, grid)
         [submission] = submit(registry, grid_cells(grid), grid.workdir, grid.resources, "slurm")
     return grid, submission
@@ -89,7 +85,7 @@ def test_a_preempted_job_requeues_and_finishes_from_its_checkpoint(slurm_cluster
     _wait_for(lambda: _checkpointed(grid))
     submission.job._interrupt()  # SIGTERM + USR2, as the scheduler does before preempting
     _wait_for(lambda: _run_status(tmp_path, submission.key) == "finished", timeout=300)
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         states = [a.state for a in registry.attempts(submission.key)]
     assert states[0] == "preempted" and states[-1] == "finished", states
     log = Path(submission.job.paths.stderr).read_text()
@@ -107,7 +103,7 @@ def test_a_cell_killed_with_scancel_is_lost_and_resume_finishes_it(slurm_cluster
         return " lost " in capsys.readouterr().out
 
     _wait_for(lost, timeout=60, every=2)
-    with _registry(tmp_path) as registry:
+    with root_registry(tmp_path) as registry:
         assert "CANCELLED" in registry.run(submission.key).error
     assert main(["resume", "--root", str(tmp_path / "runs"), "--executor", "slurm"]) == 0
     _wait_for(lambda: _run_status(tmp_path, submission.key) == "finished", timeout=300)

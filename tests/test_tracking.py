@@ -20,8 +20,8 @@ from mlflow_helpers import (
 
 from db import open_registry, resolve_url
 from orchestrator.cli import main
-from orchestrator.job import CellJob
-from orchestrator.tracking_cursor import SyncCursor, advance, pending_lines
+from orchestrator.execution.job import CellJob
+from orchestrator.tracking.cursor import SyncCursor, advance, pending_lines
 from sslight.engine.metrics import read_metrics
 
 
@@ -194,8 +194,8 @@ def test_a_dead_server_does_not_fail_the_cell_and_sync_delivers_later(tmp_path, 
 
 def test_sync_to_a_dead_server_reports_it_and_exits_1(tmp_path, capsys):
     root = tmp_path / "runs"
-    from orchestrator.grid import load_grid
-    from orchestrator.submit import register_grid
+    from orchestrator.execution.submit import register_grid
+    from orchestrator.grid.spec import load_grid
 
     grid = load_grid(write_grid(tmp_path))
     with open_registry(resolve_url(None, str(root))) as registry:

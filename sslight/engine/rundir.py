@@ -32,6 +32,8 @@ class RunDir:
         self.metrics = self.root / "metrics.jsonl"
         self.result = self.root / "result.json"
         self.init_weights = self.root / "init_weights.json"  # what init.weights loaded
+        self.export = self.root / "export"  # the evaluated backbone (sslight/weights/export.py)
+        self.report = self.root / "report"  # the run's training curves (orchestrate report)
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

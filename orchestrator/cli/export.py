@@ -15,9 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sslight.config import ConfigError
-
-EXIT_OK, EXIT_FAILURE = 0, 1
+from orchestrator.cli.common import open_registry_for
+from sslight import ConfigError, ExitCode
 
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -31,7 +30,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _exportable(run: Any) -> bool:
-    from sslight.engine.rundir import RunDir
+    from sslight import RunDir
 
     stages = RunDir(run.output_dir).read_result().get("stages", {})
     pretrained = stages.get("pretrain", {}).get("status") == "done"
@@ -52,12 +51,10 @@ def _select(runs: list[Any], names: list[str]) -> list[Any]:
 
 
 def export_cells(args: argparse.Namespace) -> int:
-    from orchestrator.cli import _registry
-    from orchestrator.status import align
-    from sslight.config import resolve
-    from sslight.weights.export import export_run
+    from orchestrator.execution.status import align
+    from sslight import export_run, resolve
 
-    with _registry(args) as registry:
+    with open_registry_for(args) as registry:
         if args.grid is not None and args.grid not in {g.name for g in registry.grids()}:
             raise ConfigError("command line", "--grid", f"no grid named {args.grid!r}")
         runs = _select(registry.runs(grid_name=args.grid), args.cells)
@@ -76,4 +73,4 @@ def export_cells(args: argparse.Namespace) -> int:
         rows.append([run.grid, run.name, str(written)])
         exported += 1
     print("\n".join(align(rows)) if len(rows) > 1 else "no cells registered")
-    return EXIT_OK if exported else EXIT_FAILURE
+    return ExitCode.OK if exported else ExitCode.FAILURE

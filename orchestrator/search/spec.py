@@ -14,7 +14,7 @@ Format::
                               # a database URL (postgresql://...) for workers on many machines
     heartbeat: {interval: 60, grace: 180}  # database storages only: seconds between heartbeats,
                               # and of silence after which a trial is failed and retried
-    space: {...}              # the four view parameters (orchestrator/search_space.py)
+    space: {...}              # the four view parameters (orchestrator/search/space.py)
     resources: {...}          # what one worker's job asks the scheduler for (as in grid files)
 
 ``${VAR}`` / ``${VAR:-default}`` expand as in grid files. Command-line ``key=value`` overrides
@@ -26,26 +26,25 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from orchestrator import grid_parse
-from orchestrator.grid import Resources, _resources
-from orchestrator.search_space import (
+from orchestrator.grid import parse as grid_parse
+from orchestrator.grid.spec import Resources, _resources
+from orchestrator.search.samplers import PRUNERS, SAMPLERS, parse_pruner, parse_sampler
+from orchestrator.search.space import (
     Parameter,
     check_references,
     parse_space,
     reference_points,
     views_for,
 )
-from sslight.config import ConfigError, apply_overrides, resolve
-from sslight.config.load import set_dotted
+from sslight import ConfigError, apply_overrides, resolve, set_dotted
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -64,32 +63,6 @@ TOP_LEVEL_KEYS = (
 OBJECTIVES = {"knn_top1": "knn", "linear_top1": "linear"}  # metric -> the stage computing it
 JOURNAL_NAME = "study.journal"
 DEFAULT_HEARTBEAT = {"interval": 60, "grace": 180}
-
-
-def _tpe(space: dict[str, Parameter], options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    # constant_liar: parallel workers do not all draw the point the others are evaluating
-    return optuna.samplers.TPESampler(**{"multivariate": True, "constant_liar": True, **options})
-
-
-def _grid(space: dict[str, Parameter], options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GridSampler({n: p.grid() for n, p in space.items()}, **options)
-
-
-def _cmaes(space: dict[str, Parameter], options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.CmaEsSampler(**options)
-
-
-SAMPLERS: dict[str, tuple[type, Callable[..., optuna.samplers.BaseSampler]]] = {
-    "tpe": (optuna.samplers.TPESampler, _tpe),
-    "grid": (optuna.samplers.GridSampler, _grid),
-    "cmaes": (optuna.samplers.CmaEsSampler, _cmaes),
-}
-PRUNERS: dict[str, type] = {
-    "median": optuna.pruners.MedianPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "none": optuna.pruners.NopPruner,
-}
 
 
 @dataclass(frozen=True)
@@ -177,7 +150,7 @@ class Search:
 
 
 def _patch_size(backbone: str) -> int | None:
-    from sslight.models.backbones import backbone_spec
+    from sslight import backbone_spec
 
     return backbone_spec(backbone).patch_size
 
@@ -212,18 +185,8 @@ def load_search(
         )
     space = parse_space(doc.get("space"), source)
     references = _references(probe, space, source)
-    pruner = _options(doc.get("pruner", "median"), "pruner", PRUNERS, source)
-    if pruner["kind"] != "none" and not probe.eval.knn.monitor:
-        raise ConfigError(
-            source,
-            "pruner",
-            "needs the per-epoch k-NN monitor; set base.eval.knn.monitor: true or pruner: none",
-        )
-    sampler = _options(
-        doc.get("sampler", "tpe"), "sampler", {k: v[0] for k, v in SAMPLERS.items()}, source
-    )
-    if sampler["kind"] == "grid":
-        _check_grid(space, source)
+    pruner = parse_pruner(doc.get("pruner", "median"), probe, source)
+    sampler = parse_sampler(doc.get("sampler", "tpe"), space, source)
     storage = _storage(doc.get("storage"), str(workdir), source)
     search = Search(
         name=name,
@@ -285,8 +248,7 @@ def _base(
 
 
 def _references(probe: Any, space: dict[str, Parameter], source: str) -> dict[str, dict]:
-    from sslight.methods import METHODS
-    from sslight.models.backbones import backbone_spec
+    from sslight import METHODS, backbone_spec
 
     family = backbone_spec(probe.backbone).family
     points = reference_points(METHODS.get(probe.method), family)
@@ -298,38 +260,6 @@ def _references(probe: Any, space: dict[str, Parameter], source: str) -> dict[st
             f"{family} backbones to compare against",
         )
     return check_references(space, points, source)
-
-
-def _options(raw: Any, key: str, kinds: dict[str, type], source: str) -> dict[str, Any]:
-    """``name`` or ``{kind: name, option: value, ...}``; options are the class's keywords."""
-    if isinstance(raw, str):
-        raw = {"kind": raw}
-    if not isinstance(raw, dict) or raw.get("kind") not in kinds:
-        got = raw.get("kind") if isinstance(raw, dict) else raw
-        raise ConfigError(source, key, f"{got!r}; choose one of: {', '.join(kinds)}")
-    allowed = [
-        p
-        for p in inspect.signature(kinds[raw["kind"]].__init__).parameters
-        if p not in ("self", "search_space", "independent_sampler", "source_trials", "x0")
-    ]
-    for option, value in raw.items():
-        if option != "kind" and option not in allowed:
-            raise ConfigError(
-                source,
-                f"{key}.{option}",
-                f"unknown option of {raw['kind']}; allowed: {', '.join(allowed) or 'none'}",
-            )
-        if not isinstance(value, (str, int, float, bool, type(None))):
-            raise ConfigError(source, f"{key}.{option}", f"must be a plain value, got {value!r}")
-    return dict(raw)
-
-
-def _check_grid(space: dict[str, Parameter], source: str) -> None:
-    for name, param in space.items():
-        if param.grid() is None:
-            raise ConfigError(
-                source, f"space.{name}", "sampler grid needs a finite set: give step or choices"
-            )
 
 
 def _storage(raw: Any, workdir: str, source: str) -> str:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslight.config import ConfigError
-
-EXIT_OK = 0
+from orchestrator.cli.common import open_registry_for
+from sslight import ConfigError, ExitCode, RunDir
 
 
 def add_command(commands, common: argparse.ArgumentParser) -> None:
@@ -26,12 +25,12 @@ def add_command(commands, common: argparse.ArgumentParser) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    from dashboards.report import write_report
+    from dashboards.report import RunFiles, write_report
     from db import mask_url
-    from orchestrator.cli import _registry
-    from orchestrator.reconcile import reconcile
+    from orchestrator.execution.reconcile import reconcile
+    from orchestrator.search import report_section  # noqa: F401  (registers the search section)
 
-    with _registry(args) as registry:
+    with open_registry_for(args) as registry:
         grids = registry.grids()
         if not grids:
             raise ConfigError(
@@ -56,7 +55,11 @@ def report(args: argparse.Namespace) -> int:
             out = Path(grids[0].workdir) / "report"
         else:
             out = Path(args.root) / "report"
-        written = write_report(registry, grids, out)
+        files = RunFiles(
+            metrics=lambda run: RunDir(run.output_dir).metrics,
+            report_dir=lambda run: RunDir(run.output_dir).report,
+        )
+        written = write_report(registry, grids, out, files)
     print(written.markdown)
     print(f"report: {written.markdown_path} and {written.html_path}")
     print(f"plots: {len(written.images)} in {out}", end="")
@@ -64,4 +67,4 @@ def report(args: argparse.Namespace) -> int:
         print(f"; training curves of {len(written.cell_images)} cells in <output_dir>/report/")
     else:
         print()
-    return EXIT_OK
+    return ExitCode.OK

@@ -12,10 +12,22 @@ import argparse
 import sys
 from typing import Any
 
+from sslight import ConfigError, ExitCode
+
+
+def mlflow_store(uri: str) -> Any:
+    """What the dashboards' MLflow UI needs to know of the tracking store at ``uri``."""
+    from dashboards.ui import MlflowStore
+    from orchestrator.tracking.store import ARTIFACTS_DIRNAME, FAST_HTTP, is_server_uri, sqlite_path
+
+    database = sqlite_path(uri)
+    artifacts = database.parent / ARTIFACTS_DIRNAME if database is not None else None
+    return MlflowStore(uri, is_server_uri(uri), database, artifacts, FAST_HTTP)
+
 
 def _ui(args: argparse.Namespace) -> int:
     from dashboards import ui
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.tracking.tracker import resolve_tracking_uri
 
     try:
         if args.optuna:
@@ -23,10 +35,12 @@ def _ui(args: argparse.Namespace) -> int:
             return ui.optuna_dashboard(args.optuna, port)
         uri = resolve_tracking_uri(args.tracking_uri, args.root)
         port = ui.MLFLOW_PORT if args.port is None else args.port
-        return ui.mlflow_ui(uri, port, grid=args.grid)
+        return ui.mlflow_ui(mlflow_store(uri), port, grid=args.grid)
+    except ui.UIError as err:  # bad input: the same message and exit code as any other
+        raise ConfigError(err.source, err.key, err.problem) from None
     except RuntimeError as err:  # the server did not come up; its log says why
         print(f"orchestrate ui: {err}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
 
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:

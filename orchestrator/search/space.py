@@ -34,8 +34,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from sslight.config import ConfigError
-from sslight.config.views import REFERENCE_SIZE, SSLIGHT_CHANGES, scale_crop_size
+from sslight import REFERENCE_SIZE, SSLIGHT_CHANGES, ConfigError, scale_crop_size
 
 PARAMETERS: dict[str, type] = {
     "scale_boundary": float,

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import submitit
 
-from db import Registry
-from orchestrator.executors import local_parallelism, make_executor
-from orchestrator.grid import Grid, Resources
-from orchestrator.job import CellJob
-from orchestrator.tracking import registry_tracking_uri
-from sslight.config import config_to_dict
+from db import Registry, RunStatus
+from orchestrator.execution.executors import local_parallelism, make_executor
+from orchestrator.execution.job import CellJob
+from orchestrator.grid.spec import Grid, Resources
+from orchestrator.tracking.tracker import registry_tracking_uri
+from sslight import config_to_dict
 
 log = logging.getLogger(__name__)
 
-RESUMABLE = ("failed", "lost", "cancelled")
+RESUMABLE = (RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def submit(
     workdir: str,
     resources: Resources,
     executor_kind: str,
-    statuses: tuple[str, ...] = ("pending", *RESUMABLE),
+    statuses: tuple[str, ...] = (RunStatus.PENDING, *RESUMABLE),
     parallel: int | None = None,
     tracking_uri: str | None = None,
 ) -> list[Submission]:
@@ -111,13 +111,13 @@ def submit(
 def _record(registry, jobs, submitted, names, kind) -> list[Submission]:
     out = []
     for job, handle in zip(jobs, submitted, strict=True):
-        registry.start_attempt(job.key, kind, job_id=str(handle.job_id), state="submitted")
+        registry.start_attempt(job.key, kind, job_id=str(handle.job_id), state=RunStatus.SUBMITTED)
         out.append(Submission(job.key, names[job.key], handle))
     return out
 
 
 def _start(registry: Registry, executor, job: CellJob, kind: str) -> submitit.Job:
-    job.attempt_id = registry.start_attempt(job.key, kind, state="submitted")
+    job.attempt_id = registry.start_attempt(job.key, kind, state=RunStatus.SUBMITTED)
     handle = executor.submit(job)
     registry.update_attempt(job.attempt_id, job_id=str(handle.job_id))
     return handle
@@ -144,7 +144,7 @@ def _run_bounded(registry, executor, jobs: list[CellJob], names, parallel: int) 
         for sub in [s for s in running if s.job.done()]:
             running.remove(sub)
             done.append(sub)
-            state = "failed" if sub.job.exception() is not None else "finished"
+            state = RunStatus.FAILED if sub.job.exception() is not None else RunStatus.FINISHED
             log.info("cell %s: %s", sub.name, state)
         time.sleep(0.5)
     return done

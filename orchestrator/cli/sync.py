@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
-from sslight.config import ConfigError
+from orchestrator.cli.common import open_registry_for
+from sslight import ConfigError, ExitCode, RunDir
 
 log = logging.getLogger(__name__)
 
 
 def _has_data(run: Any) -> bool:
-    out = Path(run.output_dir)
-    return (
-        bool(run.mlflow_run_id)
-        or (out / "metrics.jsonl").exists()
-        or (out / "result.json").exists()
-    )
+    paths = RunDir(run.output_dir)
+    return bool(run.mlflow_run_id) or paths.metrics.exists() or paths.result.exists()
 
 
 def sync_cells(registry: Any, runs: list[Any], tracking_uri: str) -> tuple[int, list[str]]:
     """Sync each cell that has something to send; return how many worked and why others did
     not (the rest are skipped once the store proves unreachable)."""
-    from orchestrator.tracking import MLFLOW_STATUS, CellTracker
+    from orchestrator.tracking.tracker import MLFLOW_STATUS, CellTracker
 
     todo = [run for run in runs if _has_data(run)]
     synced, problems = 0, []
@@ -50,11 +46,10 @@ def sync_cells(registry: Any, runs: list[Any], tracking_uri: str) -> tuple[int, 
 
 def _sync(args: argparse.Namespace) -> int:
     from db import mask_url
-    from orchestrator.cli import EXIT_FAILURE, EXIT_OK, _registry
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.tracking.tracker import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, args.root)
-    with _registry(args) as registry:
+    with open_registry_for(args) as registry:
         if args.grid and args.grid not in {g.name for g in registry.grids()}:
             known = ", ".join(g.name for g in registry.grids()) or "none"
             raise ConfigError(
@@ -64,7 +59,7 @@ def _sync(args: argparse.Namespace) -> int:
     print(f"synced {synced} cells to {mask_url(uri)}")
     for problem in problems:
         print(f"not synced: {problem}")
-    return EXIT_FAILURE if problems else EXIT_OK
+    return ExitCode.FAILURE if problems else ExitCode.OK
 
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:

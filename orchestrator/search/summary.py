@@ -8,10 +8,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator.search import Search
-from orchestrator.search_space import PARAMETERS
-from orchestrator.search_study import ERROR, REFERENCE, display_storage, retry_of, tally
-from orchestrator.status import align
+from orchestrator.execution.status import align
+from orchestrator.search.space import PARAMETERS
+from orchestrator.search.spec import Search
+from orchestrator.search.study import ERROR, REFERENCE, display_storage, retry_of, tally
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,15 @@ from collections.abc import Iterable
 import optuna
 from optuna.trial import TrialState
 
-from db import Registry
-from orchestrator.search import Search
-from orchestrator.search_study import ERROR, load_study, retry_of, retry_trial, study_lock
+from db import Registry, RunStatus
+from orchestrator.search.spec import Search
+from orchestrator.search.study import ERROR, load_study, retry_of, retry_trial, study_lock
 
 log = logging.getLogger(__name__)
 
-STOPPED = ("lost", "cancelled", "failed")  # row states of a trial no worker runs any more
-UNRECORDED = ("submitted", "running", "lost")
+# Row states of a trial no worker runs any more.
+STOPPED = (RunStatus.LOST, RunStatus.CANCELLED, RunStatus.FAILED)
+UNRECORDED = (RunStatus.SUBMITTED, RunStatus.RUNNING, RunStatus.LOST)
 
 
 def retry_lost_trials(registry: Registry, keys: Iterable[str]) -> None:
@@ -60,8 +61,8 @@ def sync_rows(registry: Registry, search: Search, study: optuna.Study) -> None:
         if trial.state == TrialState.FAIL and ERROR not in trial.user_attrs:
             retry = retry_of(study, trial.number)
             note = f"retried as trial {retry}" if retry is not None else "its worker stopped"
-            if row.status != "cancelled" or note not in (row.error or ""):
+            if row.status != RunStatus.CANCELLED or note not in (row.error or ""):
                 error = f"{row.error}; {note}" if row.error and note not in row.error else note
-                registry.set_status(row.key, "cancelled", error=error)
+                registry.set_status(row.key, RunStatus.CANCELLED, error=error)
         elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and row.status in UNRECORDED:
-            registry.set_status(row.key, "finished")
+            registry.set_status(row.key, RunStatus.FINISHED)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import submitit
 
-from db import Registry, RunView
+from db import Registry, RunStatus, RunView
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("submitted", "running")
+ACTIVE = (RunStatus.SUBMITTED, RunStatus.RUNNING)
 SLURM_DEAD = {
     "CANCELLED",
     "FAILED",
@@ -77,13 +77,13 @@ def reconcile(registry: Registry, grid: str | None = None) -> list[str]:
         current = registry.run(run.key)  # it may have finished meanwhile
         if current is None or current.status not in ACTIVE:
             continue
-        registry.set_status(run.key, "lost", error=reason)
+        registry.set_status(run.key, RunStatus.LOST, error=reason)
         if last.ended_at is None:
-            registry.finish_attempt(last.id, "lost", error_tail=reason)
+            registry.finish_attempt(last.id, RunStatus.LOST, error_tail=reason)
         lost.append(run.key)
         log.warning("cell %s: lost (%s)", run.name, reason)
     if lost:  # trials of a search: the study fails them and queues a copy (journal storages)
-        from orchestrator.search_recovery import retry_lost_trials
+        from orchestrator.search.recovery import retry_lost_trials
 
         retry_lost_trials(registry, lost)
     return lost
@@ -93,7 +93,8 @@ def cancel(registry: Registry, grid: str | None = None) -> list[str]:
     """Stop every active job of ``grid`` and mark its run ``cancelled``."""
     cancelled = []
     for run in registry.runs(grid_name=grid, statuses=ACTIVE):
-        registry.set_status(run.key, "cancelled")  # first, so the stopping job keeps this status
+        # first, so the stopping job keeps this status
+        registry.set_status(run.key, RunStatus.CANCELLED)
         attempts = registry.attempts(run.key)
         last = attempts[-1] if attempts else None
         if last is not None and last.job_id and last.ended_at is None:
@@ -103,7 +104,7 @@ def cancel(registry: Registry, grid: str | None = None) -> list[str]:
                 # submitit's local controller forwards SIGINT to its tasks (jobs ignore SIGTERM,
                 # which SLURM sends before a requeue)
                 os.kill(int(last.job_id), signal.SIGINT)
-            registry.finish_attempt(last.id, "cancelled")
+            registry.finish_attempt(last.id, RunStatus.CANCELLED)
         cancelled.append(run.key)
     return cancelled
 

@@ -2,6 +2,8 @@
 SSLight points, every trial, parameter importances and the optimisation history (PNG).
 
 Figures are drawn on matplotlib's ``Figure`` (Agg, no pyplot state) like ``dashboards.plots``.
+Importing this module registers the section (``dashboards.sections``); ``orchestrate report``
+does. It lives here, not in the dashboards, because it reads the study through the search.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ REFERENCE_COLOURS = {"baseline": "#4c72b0", "sslight": "#dd8452"}
 def search_section(registry: Registry, grid: GridView, out_dir: Path) -> Section | None:
     if grid.spec.get("kind") != "search":
         return None
-    from orchestrator.search import Search
-    from orchestrator.search_study import display_storage, load_study
+    from orchestrator.search.spec import Search
+    from orchestrator.search.study import display_storage, load_study
 
     search = Search.from_spec(grid.spec)
     try:
@@ -36,7 +38,7 @@ def search_section(registry: Registry, grid: GridView, out_dir: Path) -> Section
     except Exception as err:  # storage gone or unreachable: say so, keep the report
         text = f"The study in {display_storage(search)} cannot be read: {err}"
         return Section("Search", text + "\n", f"<p>{html.escape(text)}</p>")
-    from orchestrator.search_summary import standing, summary_lines, trials_rows
+    from orchestrator.search.summary import standing, summary_lines, trials_rows
 
     lines = summary_lines(search, study)
     verdict = lines[lines.index("") + 1 :]  # the summary after the trials table
@@ -98,7 +100,7 @@ def history_figure(study: Any, objective: str, path: Path) -> Path | None:
     and SSLight trials' values as horizontal lines."""
     from optuna.trial import TrialState
 
-    from orchestrator.search_summary import standing
+    from orchestrator.search.summary import standing
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     if not trials:

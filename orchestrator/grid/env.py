@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any
 
-from sslight.config import ConfigError
+from sslight import ConfigError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_TOKEN = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")

@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import socket
-import threading
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +22,12 @@ from typing import Any
 import optuna
 import submitit
 
-from orchestrator.search import Search
-from orchestrator.search_space import suggest
-from orchestrator.search_study import (
+from db import RunStatus
+from orchestrator.execution.lifecycle import RunLifecycle
+from orchestrator.search.heartbeat import Heartbeat
+from orchestrator.search.space import suggest
+from orchestrator.search.spec import Search
+from orchestrator.search.study import (
     ERROR,
     exhausted,
     fail_stale,
@@ -42,7 +43,6 @@ from orchestrator.search_study import (
 
 log = logging.getLogger(__name__)
 
-ERROR_TAIL_CHARS = 4000
 RESULT_ATTRS = ("knn_top1", "linear_top1", "monitor_knn_top1")
 
 
@@ -50,38 +50,12 @@ def trial_name(number: int) -> str:
     return f"t{number:03d}"
 
 
-class _Heartbeat:
-    """Records a trial's heartbeat in a database storage every ``interval`` seconds."""
-
-    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, args=(storage, trial_id, interval), daemon=True
-        )
-
-    def _beat(self, storage: Any, trial_id: int, interval: int) -> None:
-        while True:
-            storage.record_heartbeat(trial_id)
-            if self._stop.wait(interval):
-                return
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 @dataclass
 class _Running:
     """The trial a worker is running, so an interruption can queue it again."""
 
     number: int
-    key: str
-    attempt_id: int
-    tracker: Any  # the trial's MLflow run (``orchestrator.tracking.CellTracker``)
+    run: RunLifecycle  # its registry row, attempt and MLflow run
 
 
 @dataclass
@@ -125,7 +99,7 @@ class SearchWorker(submitit.helpers.Checkpointable):
         return ran
 
     def _next_trial(self, search: Search, study: optuna.Study) -> optuna.Trial | None:
-        from orchestrator.reconcile import reconcile
+        from orchestrator.execution.reconcile import reconcile
 
         reconcile(self._registry, search.name)  # trials of dead workers are queued again
         with study_lock(self._registry, search.name):
@@ -137,7 +111,7 @@ class SearchWorker(submitit.helpers.Checkpointable):
             # Each ask gets its own sampler stream, and the point is drawn under the lock, so
             # workers sharing a seed (or drawing at the same moment) never pick the same point.
             study.sampler = search.make_sampler(stream=len(study.get_trials(deepcopy=False)))
-            with warnings.catch_warnings():  # heartbeats are recorded by _Heartbeat below
+            with warnings.catch_warnings():  # heartbeats are recorded by Heartbeat below
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
                 suggest(trial, search.space)
@@ -148,7 +122,6 @@ class SearchWorker(submitit.helpers.Checkpointable):
     ) -> None:
         import sslight
 
-        registry = self._registry
         params = suggest(trial, search.space)
         output_dir = str(
             Path(search.workdir) / "trials" / trial_name(origin_number(study, trial.number))
@@ -161,23 +134,12 @@ class SearchWorker(submitit.helpers.Checkpointable):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             log.error("trial %d: %s", trial.number, err)
             return
-        from sslight.config import config_to_dict
-
-        row = {"key": key, "name": name, "config": config_to_dict(cfg), "output_dir": output_dir}
-        registry.add_runs(self.grid_id, [row])
-        registry.claim_for_submission([key], allowed_statuses=("pending",))
-        attempt = registry.start_attempt(
-            key, self.executor, job_id=job_id, node=socket.gethostname()
-        )
-        registry.set_status(key, "running")
-        trial.set_user_attr("registry_key", key)
-        trial.set_user_attr("output_dir", output_dir)
-        tracker = self._tracker(search, key, trial.number, params)
-        self._running = _Running(trial.number, key, attempt, tracker)
+        run = self._register_trial(search, trial, cfg, params, (key, name, output_dir), job_id)
+        self._running = _Running(trial.number, run)
         log.info("trial %d (%s): %s", trial.number, output_dir, params)
 
         def on_epoch(summary: dict[str, Any]) -> None:
-            tracker.sync()
+            run.tracker.sync()
             if summary.get("knn_top1") is None:
                 return
             epoch = int(summary["epoch"]) + 1
@@ -188,30 +150,53 @@ class SearchWorker(submitit.helpers.Checkpointable):
         try:
             with self._heartbeat(search, storage, study, trial):
                 result = sslight.run(
-                    cfg, on_stage=lambda s: registry.set_stage(key, s), on_epoch=on_epoch
+                    cfg, on_stage=lambda s: run.stage(s, sync=False), on_epoch=on_epoch
                 )
         except Exception as err:
             cause = err.__cause__ if isinstance(err.__cause__, optuna.TrialPruned) else err
             if isinstance(cause, optuna.TrialPruned):
-                self._pruned(study, trial, key, attempt, str(cause))
-                tracker.finish("FINISHED")
+                self._pruned(study, trial, run, str(cause))
             else:
-                self._failed(study, trial, key, attempt, f"{type(err).__name__}: {err}")
-                tracker.finish("FAILED")
+                self._failed(study, trial, run, f"{type(err).__name__}: {err}")
         else:
             value = result.get(search.objective)
             if value is None:
-                message = f"result.json has no {search.objective}"
-                self._failed(study, trial, key, attempt, message)
-                tracker.finish("FAILED")
+                self._failed(study, trial, run, f"result.json has no {search.objective}")
             else:
-                self._complete(study, trial, key, attempt, result, float(value))
-                tracker.finish("FINISHED")
+                self._complete(study, trial, run, result, float(value))
         self._running = None
+
+    def _register_trial(
+        self,
+        search: Search,
+        trial: optuna.Trial,
+        cfg: Any,
+        params: dict[str, Any],
+        row: tuple[str, str, str],
+        job_id: str,
+    ) -> RunLifecycle:
+        """Record the trial as a running registry run (key, name, output_dir) of the search's
+        grid, with an attempt of this job and its MLflow run."""
+        from sslight import config_to_dict
+
+        registry = self._registry
+        key, name, output_dir = row
+        fields = {"key": key, "name": name, "config": config_to_dict(cfg), "output_dir": output_dir}
+        registry.add_runs(self.grid_id, [fields])
+        registry.claim_for_submission([key], allowed_statuses=(RunStatus.PENDING,))
+        attempt = registry.start_attempt(
+            key, self.executor, job_id=job_id, node=socket.gethostname()
+        )
+        run = RunLifecycle(registry, key, attempt, self._tracker(search, key, trial.number, params))
+        registry.set_status(key, RunStatus.RUNNING)
+        trial.set_user_attr("registry_key", key)
+        trial.set_user_attr("output_dir", output_dir)
+        run.tracker.start()
+        return run
 
     def _tracker(self, search: Search, key: str, number: int, params: dict[str, Any]) -> Any:
         """The trial's MLflow run, tagged with the study, trial number and parameters."""
-        from orchestrator.tracking import CellTracker, NoTracker
+        from orchestrator.tracking.tracker import CellTracker, NoTracker
 
         if not self.tracking_uri:
             return NoTracker()
@@ -221,9 +206,7 @@ class SearchWorker(submitit.helpers.Checkpointable):
             "params": json.dumps(params, sort_keys=True),
             **{f"param.{name}": str(value) for name, value in params.items()},
         }
-        tracker = CellTracker(self._registry, key, self.tracking_uri, extra_tags=tags)
-        tracker.start()
-        return tracker
+        return CellTracker(self._registry, key, self.tracking_uri, extra_tags=tags)
 
     def _heartbeat(self, search: Search, storage: Any, study: optuna.Study, trial: optuna.Trial):
         from contextlib import nullcontext
@@ -232,43 +215,31 @@ class SearchWorker(submitit.helpers.Checkpointable):
             return nullcontext()
         study_id = storage.get_study_id_from_name(study.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        return _Heartbeat(storage, trial_id, search.heartbeat["interval"])
+        return Heartbeat(storage, trial_id, search.heartbeat["interval"])
 
-    def _complete(self, study, trial, key, attempt, result, value) -> None:
+    def _complete(self, study, trial, run: RunLifecycle, result, value) -> None:
         for name in RESULT_ATTRS:
             if result.get(name) is not None:
                 trial.set_user_attr(name, result[name])
         study.tell(trial, value)
-        registry = self._registry
-        registry.record_result(key, {k: v for k, v in result.items() if k != "stages"})
-        registry.set_status(key, "finished")
-        registry.set_stage(key, None)
-        registry.finish_attempt(attempt, "finished")
+        run.finished({k: v for k, v in result.items() if k != "stages"})
         log.info("trial %d: %s %.2f", trial.number, self.spec["objective"], value)
 
-    def _pruned(self, study, trial, key, attempt, message) -> None:
+    def _pruned(self, study, trial, run: RunLifecycle, message) -> None:
         reported = find_trial(study, trial.number).intermediate_values
         last = reported[max(reported)] if reported else None
         if last is not None:
             trial.set_user_attr("monitor_knn_top1", last)
             message += f" (k-NN {last:.1f})"
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        registry = self._registry
-        if last is not None:
-            registry.record_result(key, {"monitor_knn_top1": last})
-        registry.set_status(key, "finished", error=message)
-        registry.set_stage(key, None)
-        registry.finish_attempt(attempt, "pruned")
+        recorded = {"monitor_knn_top1": last} if last is not None else None
+        run.finished(recorded, note=message, attempt_state="pruned")
         log.info("trial %d: %s", trial.number, message)
 
-    def _failed(self, study, trial, key, attempt, message) -> None:
+    def _failed(self, study, trial, run: RunLifecycle, message) -> None:
         trial.set_user_attr(ERROR, message)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        registry = self._registry
-        registry.set_status(key, "failed", error=message)
-        registry.finish_attempt(
-            attempt, "failed", error_tail=traceback.format_exc()[-ERROR_TAIL_CHARS:]
-        )
+        run.failed(message)
         log.error("trial %d failed: %s", trial.number, message)
 
     def abandon(self, reason: str, number: int | None = None) -> None:
@@ -284,9 +255,7 @@ class SearchWorker(submitit.helpers.Checkpointable):
             retry = retry_trial(self._study, number)
         if running is not None:
             note = f"{reason}; retried as trial {retry}" if retry is not None else reason
-            registry.set_status(running.key, "cancelled", error=note)
-            registry.finish_attempt(running.attempt_id, reason)
-            running.tracker.finish("KILLED")
+            running.run.abandoned(note, attempt_state=reason)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: queue the running trial again and requeue the worker."""

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.grid_names import canonical, normal, same
-from sslight.config import ConfigError, apply_overrides, load_yaml
+from orchestrator.grid.names import canonical, normal, same
+from sslight import ConfigError, apply_overrides, load_yaml
 
 MAX_CELLS = 10_000
 
@@ -34,7 +34,7 @@ def read_file(
     """A grid or search file: its document (``${VAR}`` expanded, top-level keys checked), its
     name, and its workdir (``workdir`` from the command line, else the file's, else
     ``runs/<name>``)."""
-    from orchestrator.grid_env import expand_env
+    from orchestrator.grid.env import expand_env
 
     source = str(path)
     doc = expand_env(load_yaml(path), source)

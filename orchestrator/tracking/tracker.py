@@ -9,7 +9,7 @@ every numeric key of ``metrics.jsonl`` at its line's step, the numeric results o
 
 Tracking never stops training: each call catches its own failures (a dead server, a locked
 database); the run directory stays the source of truth and the next ``sync()`` - or
-``orchestrate sync`` - sends what is missing (see ``orchestrator.tracking_cursor``).
+``orchestrate sync`` - sends what is missing (see ``orchestrator.tracking.cursor``).
 """
 
 from __future__ import annotations
@@ -20,21 +20,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.tracking_cursor import SyncCursor, advance, pending_lines, run_dir_lock
-from orchestrator.tracking_records import (
+from db import RunStatus
+from orchestrator.tracking.cursor import SyncCursor, advance, pending_lines, run_dir_lock
+from orchestrator.tracking.records import (
     cell_tags,
     config_params,
     line_metrics,
     result_metrics,
     result_tags,
 )
-from orchestrator.tracking_store import (
+from orchestrator.tracking.store import (
     TrackingStore,
     default_tracking_uri,
     is_server_uri,
     registry_tracking_uri,
     resolve_tracking_uri,
 )
+from sslight import RunDir
 
 __all__ = [
     "MLFLOW_STATUS",
@@ -49,20 +51,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Registry status -> the MLflow run status `orchestrate sync` leaves; others stay RUNNING.
-MLFLOW_STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
-ARTIFACT_FILES = ("config.yaml", "result.json")
-ARTIFACT_DIRS = ("export",)
-REPORT_GLOB = "report/*.png"
+MLFLOW_STATUS = {
+    RunStatus.FINISHED: "FINISHED",
+    RunStatus.FAILED: "FAILED",
+    RunStatus.CANCELLED: "KILLED",
+}
+REPORT_PNGS = "*.png"  # under the run's report/
 BACKOFF_MIN_S, BACKOFF_MAX_S = 30.0, 900.0
 
 
 def _artifact_files(run_dir: Path, everything: bool) -> list[Path]:
-    names = ARTIFACT_FILES if everything else ARTIFACT_FILES[:1]
-    files = [run_dir / name for name in names]
+    """The run's config; with ``everything`` also its result, export and report PNGs."""
+    paths = RunDir(run_dir)
+    files = [paths.config, paths.result] if everything else [paths.config]
     if everything:
-        for folder in ARTIFACT_DIRS:
-            files.extend(p for p in sorted((run_dir / folder).rglob("*")) if p.is_file())
-        files.extend(sorted(run_dir.glob(REPORT_GLOB)))
+        files.extend(p for p in sorted(paths.export.rglob("*")) if p.is_file())
+        files.extend(sorted(paths.report.glob(REPORT_PNGS)))
     return [p for p in files if p.is_file()]
 
 
@@ -206,7 +210,7 @@ class CellTracker:
     def _send_lines(self, run_dir: Path, cursor: SyncCursor) -> None:
         from mlflow.entities import Metric
 
-        pending = pending_lines(run_dir / "metrics.jsonl", cursor)
+        pending = pending_lines(RunDir(run_dir).metrics, cursor)
         if pending.records:
             if cursor.pending_timestamp is None:  # fixed before sending: a resend deduplicates
                 cursor.pending_timestamp = int(time.time() * 1000)
@@ -224,7 +228,7 @@ class CellTracker:
     def _send_result(self, run_dir: Path, cursor: SyncCursor) -> None:
         from mlflow.entities import Metric
 
-        path = run_dir / "result.json"
+        path = RunDir(run_dir).result
         if not path.exists():
             return
         try:

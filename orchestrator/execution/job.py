@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 import submitit
 
-log = logging.getLogger(__name__)
+from db import RunStatus
+from orchestrator.execution.lifecycle import RunLifecycle
 
-ERROR_TAIL_CHARS = 4000
+log = logging.getLogger(__name__)
 
 
 def _job_environment() -> submitit.JobEnvironment | None:
@@ -81,40 +81,28 @@ class CellJob(submitit.helpers.Checkpointable):
             self.attempt_id = _open_attempt(registry, self.key, job_id) or registry.start_attempt(
                 self.key, self.executor, job_id=job_id
             )
-        registry.update_attempt(self.attempt_id, state="running", node=socket.gethostname())
-        registry.set_status(self.key, "running")
-        tracker = self._tracker(registry)
-        tracker.start()
-
-        def on_stage(stage: str) -> None:
-            registry.set_stage(self.key, stage)
-            tracker.sync()  # the stages before this one have their results in result.json
-
+        registry.update_attempt(self.attempt_id, state=RunStatus.RUNNING, node=socket.gethostname())
+        run = RunLifecycle(registry, self.key, self.attempt_id, self._tracker(registry))
+        run.start()
         try:
             cfg = sslight.resolve(self.config, source=f"cell {self.key}")
-            result = sslight.run(cfg, on_stage=on_stage, on_epoch=lambda _: tracker.sync())
+            # each stage syncs MLflow: the stages before it have their results in result.json
+            result = sslight.run(cfg, on_stage=run.stage, on_epoch=lambda _: run.tracker.sync())
         except BaseException as err:
             current = registry.run(self.key)
-            if self._preempted or (current is not None and current.status == "cancelled"):
+            if self._preempted or (current is not None and current.status == RunStatus.CANCELLED):
                 # checkpoint() or `orchestrate cancel` has recorded why we stop; a requeued
                 # job continues the same MLflow run
-                tracker.finish("RUNNING" if self._preempted else "KILLED")
+                run.tracker.finish("RUNNING" if self._preempted else "KILLED")
                 raise
-            tail = traceback.format_exc()[-ERROR_TAIL_CHARS:]
-            registry.set_status(self.key, "failed", error=f"{type(err).__name__}: {err}")
-            registry.finish_attempt(self.attempt_id, "failed", error_tail=tail)
-            tracker.finish("FAILED")
+            run.failed(f"{type(err).__name__}: {err}")
             raise
-        registry.record_result(self.key, result)
-        registry.set_status(self.key, "finished")
-        registry.set_stage(self.key, None)
-        registry.finish_attempt(self.attempt_id, "finished")
-        tracker.finish("FINISHED")
+        run.finished(result)
         return result
 
     def _tracker(self, registry: Any) -> Any:
         """The cell's MLflow tracker (one that does nothing without a tracking URI)."""
-        from orchestrator.tracking import CellTracker, NoTracker
+        from orchestrator.tracking.tracker import CellTracker, NoTracker
 
         if not self.tracking_uri:
             return NoTracker()
@@ -127,7 +115,7 @@ class CellJob(submitit.helpers.Checkpointable):
         if (env is None or env.global_rank == 0) and self.attempt_id is not None:
             registry = self._open()
             registry.finish_attempt(self.attempt_id, "preempted")
-            registry.set_status(self.key, "submitted")
+            registry.set_status(self.key, RunStatus.SUBMITTED)
         requeued = CellJob(
             self.key,
             self.config,

@@ -29,8 +29,8 @@ from sqlalchemy import select
 
 from db import Registry, with_driver
 from db.models import Grid
-from orchestrator.search import Search
-from sslight.config import ConfigError
+from orchestrator.search.spec import Search
+from sslight import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINGERPRINT, UID, REFERENCE, ERROR = "fingerprint", "uid", "reference", "error"

@@ -3,8 +3,8 @@
     orchestrate search FILE [--trials N] [--workers N] [--executor local|slurm|debug]
                             [--workdir DIR] [key=value ...]
 
-The study (search file format: ``orchestrator/search.py``) is the registry grid of the same name
-(spec ``{"kind": "search", ...}``); each trial is one of its runs. Its first two trials are the
+The study (search file format: ``orchestrator/search/spec.py``) is the registry grid of the same
+name (spec ``{"kind": "search", ...}``); each trial is one of its runs. Its first two trials are the
 baseline and SSLight points. Running the command again continues the study: ``--trials`` (or
 ``budget.trials``) is the total number of trials the study should have, not a number to add, so
 an interrupted search finishes what is left and a finished one only prints its summary.
@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.executors import EXECUTORS, local_parallelism, make_executor
-from sslight.config import ConfigError
+from orchestrator.cli.common import open_registry_for
+from orchestrator.execution.executors import EXECUTORS, local_parallelism, make_executor
+from sslight import ConfigError, ExitCode
 
 if TYPE_CHECKING:  # the rest loads when the command runs: `orchestrate --help` stays fast
     from db import Registry
-    from orchestrator.search import Search
+    from orchestrator.search.spec import Search
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def add_command(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     parser = commands.add_parser(
         "search", parents=[common], help="Optuna search over the view policy"
     )
-    parser.add_argument("file", help="search YAML (format: orchestrator/search.py)")
+    parser.add_argument("file", help="search YAML (format: orchestrator/search/spec.py)")
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -53,10 +54,9 @@ def add_command(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.cli import EXIT_FAILURE, EXIT_OK, _registry
-    from orchestrator.search import load_search
-    from orchestrator.search_study import exhausted, open_study
-    from orchestrator.search_summary import summary_lines
+    from orchestrator.search.spec import load_search
+    from orchestrator.search.study import exhausted, open_study
+    from orchestrator.search.summary import summary_lines
 
     search = load_search(args.file, args.overrides, workdir=args.workdir, trials=args.trials)
     workers = args.workers or search.workers
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("command line", "--workers", f"must be at least 1, got {workers}")
     workers = workers or (local_parallelism() if args.executor == "local" else 1)
     started = time.time()
-    with _registry(args) as registry:
+    with open_registry_for(args) as registry:
         if search.storage == registry.url:
             raise ConfigError(search.source, "storage", "must not be the registry's database")
         grid_id = register_search(registry, search)
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(search, study)))
         print(f"search {search.name}: {time.time() - started:.0f} s in this invocation")
         reached = counts.counted >= search.trials or exhausted(study)
-        return EXIT_OK if reached and not counts.failed and not counts.running else EXIT_FAILURE
+        clean = reached and not counts.failed and not counts.running
+        return ExitCode.OK if clean else ExitCode.FAILURE
 
 
 def register_search(registry: Registry, search: Search) -> int:
@@ -102,9 +103,9 @@ def register_search(registry: Registry, search: Search) -> int:
 
 
 def _reconciled(registry: Registry, search: Search, study: Any) -> Any:
-    from orchestrator.reconcile import reconcile
-    from orchestrator.search_recovery import sync_rows
-    from orchestrator.search_study import tally
+    from orchestrator.execution.reconcile import reconcile
+    from orchestrator.search.recovery import sync_rows
+    from orchestrator.search.study import tally
 
     reconcile(registry, search.name)
     sync_rows(registry, search, study)
@@ -113,7 +114,7 @@ def _reconciled(registry: Registry, search: Search, study: Any) -> Any:
 
 def _tracking(args: argparse.Namespace, registry: Registry, search: Search) -> str:
     """Where the trials' MLflow runs go: ``--tracking-uri``, else beside the registry."""
-    from orchestrator.tracking import registry_tracking_uri, resolve_tracking_uri
+    from orchestrator.tracking.tracker import registry_tracking_uri, resolve_tracking_uri
 
     if getattr(args, "tracking_uri", None):
         return resolve_tracking_uri(args.tracking_uri, args.root)
@@ -124,7 +125,7 @@ def _run_workers(
     registry: Registry, search: Search, grid_id: int, kind: str, count: int, tracking_uri: str
 ) -> None:
     """Start ``count`` workers and wait until every one has ended."""
-    from orchestrator.search_worker import SearchWorker
+    from orchestrator.search.worker import SearchWorker
 
     executor = make_executor(kind, Path(search.workdir) / "jobs", search.resources)
     threads = max(1, (os.cpu_count() or 1) // count) if kind == "local" else None

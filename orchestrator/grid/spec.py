@@ -62,13 +62,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator import grid_names, grid_parse
-from orchestrator.grid_env import expand_env
-from orchestrator.grid_names import MAX_NAME_LENGTH, same
-from orchestrator.grid_parse import MAX_CELLS
-from sslight.config import ConfigError, config_key, config_to_dict
-from sslight.config import resolve as resolve_config
-from sslight.config.load import set_dotted
+from orchestrator.grid import names as grid_names
+from orchestrator.grid import parse as grid_parse
+from orchestrator.grid.env import expand_env
+from orchestrator.grid.names import MAX_NAME_LENGTH, same
+from orchestrator.grid.parse import MAX_CELLS
+from sslight import ConfigError, config_key, config_to_dict, set_dotted
+from sslight import resolve as resolve_config
 
 __all__ = [
     "MAX_CELLS",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import submitit
 
-from orchestrator.grid import Resources
+from orchestrator.grid.spec import Resources
 
 EXECUTORS = ("local", "slurm", "debug")
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would kill real training

@@ -1,0 +1,45 @@
+"""What the ``orchestrate`` commands share: the registry and MLflow store they were pointed at
+(``--root``, ``--db``, ``--tracking-uri``), and the status table they end with."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from db import RunStatus
+from sslight import ExitCode
+
+
+def open_registry_for(args: argparse.Namespace) -> Any:
+    """The registry of ``--db`` (else ``<root>/registry.db``), migrated to the current schema."""
+    from db import open_registry, resolve_url
+
+    registry = open_registry(resolve_url(args.db, args.root))
+    if registry.migrated:
+        logging.getLogger(__name__).info("registry %s: schema migrated to head", registry)
+    return registry
+
+
+def tracking_uri_for(args: argparse.Namespace) -> str:
+    """The MLflow store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else
+    ``<root>/mlflow.db``."""
+    from orchestrator.tracking.tracker import resolve_tracking_uri
+
+    return resolve_tracking_uri(args.tracking_uri, args.root)
+
+
+def print_status(registry: Any, grid: str | None, as_json: bool) -> int:
+    """Reconcile and print the cells' table; FAILURE when a cell failed or was lost."""
+    from orchestrator.execution.reconcile import reconcile
+    from orchestrator.execution.status import format_rows, status_rows
+
+    reconcile(registry, grid)
+    rows = status_rows(registry, grid)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(format_rows(rows) if rows else "no cells registered")
+    broken = (RunStatus.FAILED, RunStatus.LOST)
+    return ExitCode.FAILURE if any(r["status"] in broken for r in rows) else ExitCode.OK

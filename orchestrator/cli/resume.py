@@ -1,0 +1,58 @@
+"""``orchestrate resume [--grid NAME] [--failed]``: submit failed, lost and cancelled cells again.
+
+A search's trials are its study's to rerun: ``orchestrate search FILE`` continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from db import RunStatus
+from orchestrator.cli.common import open_registry_for, print_status, tracking_uri_for
+from orchestrator.execution.executors import EXECUTORS
+from sslight import ConfigError
+
+
+def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    resume = commands.add_parser("resume", parents=[common], help="resubmit failed/lost cells")
+    resume.add_argument("--grid", help="only this grid")
+    resume.add_argument("--failed", action="store_true", help="only failed cells (not lost)")
+    resume.add_argument("--executor", choices=EXECUTORS, default="local")
+    resume.add_argument("--parallel", type=int, help="local: cells at once (default: cores / 2)")
+    resume.set_defaults(handler=resume_cells)
+
+
+def resume_cells(args: argparse.Namespace) -> int:
+    from orchestrator.execution.reconcile import reconcile
+    from orchestrator.execution.submit import RESUMABLE, CellSpec, submit
+    from orchestrator.grid.spec import Resources
+
+    statuses = (RunStatus.FAILED,) if args.failed else RESUMABLE
+    with open_registry_for(args) as registry:
+        reconcile(registry, args.grid)
+        grids = {g.name: g for g in registry.grids() if args.grid in (None, g.name)}
+        if args.grid and not grids:
+            raise ConfigError("command line", "--grid", f"no grid named {args.grid!r} registered")
+        total = 0
+        for name, grid in grids.items():
+            if grid.spec.get("kind") == "search":  # trials are the study's to rerun
+                print(f"search {name}: continue it with `orchestrate search {grid.source}`")
+                continue
+            runs = registry.runs(grid_name=name, statuses=statuses)
+            cells = [CellSpec(r.key, r.name, r.config) for r in runs]
+            resources = Resources(**grid.spec.get("resources", {}))
+            total += len(
+                submit(
+                    registry,
+                    cells,
+                    grid.workdir,
+                    resources,
+                    args.executor,
+                    statuses=statuses,
+                    parallel=args.parallel,
+                    tracking_uri=tracking_uri_for(args),
+                )
+            )
+        print(f"resumed {total} cells")
+        return print_status(registry, args.grid, as_json=False)
