@@ -61,9 +61,10 @@ bench: install data
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
-lint:
+lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format:
 	$(VENV)/bin/ruff format .

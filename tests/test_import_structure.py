@@ -48,6 +48,12 @@ def test_sslight_has_no_import_cycle(graph) -> None:
     assert not cycles, "import cycle: " + " -> ".join(cycles[0])
 
 
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The cycle test can fail: a two-module loop is found, a chain is not."""
+    assert _cycle_from("a", {"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
+    assert _cycle_from("a", {"a": {"b"}, "b": set()}) is None
+
+
 def test_no_module_imports_its_own_package(graph) -> None:
     """Within a package, sibling modules are imported directly: the package's ``__init__``
     imports them, so importing it back is a cycle at run time."""
