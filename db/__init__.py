@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from db.models import EXECUTORS
 from db.registry import Registry, RegistryError
-from db.session import ENV_VAR, default_url, mask_url, open_registry, resolve_url, with_driver
+from db.session import (
+    ENV_VAR,
+    default_url,
+    mask_url,
+    open_registry,
+    resolve_url,
+    sqlite_file_url,
+    url_or_sqlite_file,
+    with_driver,
+)
 from db.status import CLAIMABLE, STATUSES, RunStatus
 from db.views import AttemptView, GridView, RunView
 
@@ -28,5 +37,7 @@ __all__ = [
     "mask_url",
     "open_registry",
     "resolve_url",
+    "sqlite_file_url",
+    "url_or_sqlite_file",
     "with_driver",
 ]

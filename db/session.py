@@ -42,10 +42,20 @@ def mask_url(url: Any) -> str:
         return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(url))
 
 
+def sqlite_file_url(path: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy (and MLflow) URL of the SQLite file at ``path``: ``sqlite:///<absolute>``."""
+    return f"sqlite:///{os.path.abspath(os.path.expanduser(os.fspath(path)))}"
+
+
+def url_or_sqlite_file(value: str) -> str:
+    """``value`` itself if it is a URL (has ``://``), else the URL of the SQLite file it names."""
+    value = value.strip()
+    return value if "://" in value else sqlite_file_url(value)
+
+
 def default_url(workdir: str | os.PathLike[str]) -> str:
     """The default registry: ``sqlite:///<absolute workdir>/registry.db``."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
-    return f"sqlite:///{os.path.join(path, DB_FILENAME)}"
+    return sqlite_file_url(os.path.join(os.path.expanduser(os.fspath(workdir)), DB_FILENAME))
 
 
 def resolve_url(cli_value: str | None, workdir: str | os.PathLike[str]) -> str:
@@ -55,10 +65,7 @@ def resolve_url(cli_value: str | None, workdir: str | os.PathLike[str]) -> str:
     """
     for value in (cli_value, os.environ.get(ENV_VAR)):
         if value and value.strip():
-            value = value.strip()
-            if "://" in value:
-                return value
-            return f"sqlite:///{os.path.abspath(os.path.expanduser(value))}"
+            return url_or_sqlite_file(value)
     return default_url(workdir)
 
 

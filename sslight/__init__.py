@@ -11,8 +11,7 @@ stays cheap, and ``orchestrate --help`` does not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sslight.lazy import lazy_exports
 
 # Each public name and the module that defines it.
 _EXPORTS: dict[str, str] = {
@@ -38,8 +37,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sslight' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from db import sqlite_file_url, url_or_sqlite_file
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -42,17 +44,13 @@ def default_tracking_uri(root: str | os.PathLike) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         return env
-    path = os.path.abspath(os.path.expanduser(os.fspath(root)))
-    return f"sqlite:///{os.path.join(path, DB_FILENAME)}"
+    return sqlite_file_url(os.path.join(os.path.expanduser(os.fspath(root)), DB_FILENAME))
 
 
 def resolve_tracking_uri(cli_value: str | None, root: str | os.PathLike) -> str:
     """The ``--tracking-uri`` value (a path without ``://`` is an SQLite file), else the default."""
     if cli_value and cli_value.strip():
-        value = cli_value.strip()
-        if "://" in value:
-            return value
-        return f"sqlite:///{os.path.abspath(os.path.expanduser(value))}"
+        return url_or_sqlite_file(cli_value)
     return default_tracking_uri(root)
 
 

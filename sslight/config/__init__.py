@@ -1,13 +1,13 @@
 """Run configuration: schema, presets, loading.
 
-Names are imported lazily (PEP 562): method modules import ``sslight.config.base`` while the
-schema itself is built from the method registry, so an eager import here would be circular.
+Names are imported on first use (PEP 562): a method module imports
+``sslight.config.base`` for its config section without loading the schema and YAML handling; the
+run config model is built from the method registry on first use (``run_config_model``).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sslight.lazy import lazy_exports
 
 _EXPORTS = {
     "ConfigError": "sslight.config.load",
@@ -23,8 +23,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sslight.config' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,7 @@ do (and torchvision's own import pulls in its detection models).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sslight.lazy import lazy_exports
 
 _EXPORTS = {
     "AUG_RECIPES": "sslight.data.transforms",
@@ -37,8 +36,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sslight.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
