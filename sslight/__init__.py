@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "apply_overrides": "sslight.config.load",
     "backbone_spec": "sslight.models.backbones",
     "config_key": "sslight.config.load",
+    "pretrain_key": "sslight.config.identity",
     "config_to_dict": "sslight.config.load",
     "export_run": "sslight.weights.export",
     "load_config": "sslight.config.load",

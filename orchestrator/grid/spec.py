@@ -43,7 +43,9 @@ any. Names are cut at 96 characters; names that still collide get ``-<first 8 he
 key>`` appended.
 
 The key is ``config_key`` of the resolved config with ``output_dir`` blanked: it identifies the
-experiment, not where it runs, so ``--workdir`` (or a changed ``workdir:``) keeps every key.
+experiment, not where it runs, so ``--workdir`` (or a changed ``workdir:``) keeps every key. A
+cell's ``pretrain_key`` (``sslight.pretrain_key``) identifies its pretraining alone: Table 2's
+cells have the keys of Table 1's matching cells.
 
 Every problem is one ``ConfigError``: the grid file, the key (e.g. ``axes.backbone``,
 ``exclude[1].method``, ``resources.nodes``) and the problem. A cell that fails validation is
@@ -67,7 +69,7 @@ from orchestrator.grid import parse as grid_parse
 from orchestrator.grid.env import expand_env
 from orchestrator.grid.names import MAX_NAME_LENGTH, same
 from orchestrator.grid.parse import MAX_CELLS
-from sslight import ConfigError, config_key, config_to_dict, set_dotted
+from sslight import ConfigError, config_key, config_to_dict, pretrain_key, set_dotted
 from sslight import resolve as resolve_config
 
 __all__ = [
@@ -113,10 +115,16 @@ class Cell:
     values: dict[str, Any]  # the dotted keys the grid set for this cell (axes or include rule)
     config: BaseModel
 
+    @property
+    def pretrain_key(self) -> str:
+        """What its pretraining is: cells of any grid with the same one train the same network."""
+        return pretrain_key(self.config)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "key": self.key,
+            "pretrain_key": self.pretrain_key,
             "output_dir": self.output_dir,
             "values": copy.deepcopy(self.values),
             "config": config_to_dict(self.config),

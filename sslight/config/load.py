@@ -197,7 +197,12 @@ def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
+def stable_hash(data: Any) -> str:
+    """16 hex digits of the SHA-256 of ``data`` as canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 def config_key(cfg: BaseModel) -> str:
     """A stable 16-hex-digit hash of the resolved config."""
-    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return stable_hash(config_to_dict(cfg))
