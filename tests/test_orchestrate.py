@@ -167,3 +167,14 @@ def test_bad_grid_input_exits_2_with_one_message(tmp_path, capsys):
     assert main(["grid", str(path), "--root", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.yaml" in err[0] and "resnet50" in err[0]
+
+
+@pytest.mark.parametrize("command", ["status", "resume", "cancel", "report", "export", "sync"])
+def test_an_unknown_grid_name_exits_2_listing_the_known_grids(tmp_path, capsys, command):
+    root = str(tmp_path / "runs")
+    assert main(["grid", str(_grid(tmp_path, policies=("sslight",))), "--root", root]) == 0
+    before = _status(tmp_path, capsys)
+    assert main([command, "--root", root, "--grid", "tinny"]) == 2
+    err = capsys.readouterr().err
+    assert "--grid" in err and "no grid named 'tinny'; known grids: tiny" in err
+    assert _status(tmp_path, capsys) == before, "nothing recorded changes"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from orchestrator.cli.common import open_registry_for
+from orchestrator.cli.common import open_registry_for, require_known_grid
 from sslight import ExitCode
 
 
@@ -19,5 +19,6 @@ def cancel_cells(args: argparse.Namespace) -> int:
     from orchestrator.execution.reconcile import cancel
 
     with open_registry_for(args) as registry:
+        require_known_grid(registry, args.grid)
         print(f"cancelled {len(cancel(registry, args.grid))} cells")
     return ExitCode.OK

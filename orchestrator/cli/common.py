@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from db import RunStatus
-from sslight import ExitCode
+from sslight import ConfigError, ExitCode
 
 
 def open_registry_for(args: argparse.Namespace) -> Any:
@@ -28,6 +28,19 @@ def tracking_uri_for(args: argparse.Namespace) -> str:
     from orchestrator.tracking.tracker import resolve_tracking_uri
 
     return resolve_tracking_uri(args.tracking_uri, args.root)
+
+
+def require_known_grid(registry: Any, name: str | None) -> None:
+    """``--grid NAME`` must name a registered grid: else one ConfigError (exit 2) that lists the
+    grids the registry knows. None (no ``--grid``) means every grid."""
+    if name is None:
+        return
+    known = [grid.name for grid in registry.grids()]
+    if name not in known:
+        listing = ", ".join(known) if known else "none (run `orchestrate grid FILE` first)"
+        raise ConfigError(
+            "command line", "--grid", f"no grid named {name!r}; known grids: {listing}"
+        )
 
 
 def print_status(registry: Any, grid: str | None, as_json: bool) -> int:

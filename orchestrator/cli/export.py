@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli.common import open_registry_for
+from orchestrator.cli.common import open_registry_for, require_known_grid
 from sslight import ConfigError, ExitCode
 
 
@@ -55,8 +55,7 @@ def export_cells(args: argparse.Namespace) -> int:
     from sslight import export_run, resolve
 
     with open_registry_for(args) as registry:
-        if args.grid is not None and args.grid not in {g.name for g in registry.grids()}:
-            raise ConfigError("command line", "--grid", f"no grid named {args.grid!r}")
+        require_known_grid(registry, args.grid)
         runs = _select(registry.runs(grid_name=args.grid), args.cells)
     rows, exported = [["grid", "cell", "export"]], 0
     for run in runs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orchestrator.cli.common import open_registry_for
+from orchestrator.cli.common import open_registry_for, require_known_grid
 from sslight import ConfigError, ExitCode, RunDir
 
 
@@ -39,15 +39,8 @@ def report(args: argparse.Namespace) -> int:
                 f"no grids in the registry {mask_url(registry.url)}; run `orchestrate grid FILE` "
                 "first, or point --root/--db at the registry that has them",
             )
-        if args.grid is not None:
-            known = [g.name for g in grids]
-            grids = [g for g in grids if g.name == args.grid]
-            if not grids:
-                raise ConfigError(
-                    "command line",
-                    "--grid",
-                    f"no grid named {args.grid!r}; known grids: {', '.join(known)}",
-                )
+        require_known_grid(registry, args.grid)
+        grids = [g for g in grids if args.grid in (None, g.name)]
         reconcile(registry, args.grid)  # runs whose jobs died show as lost, not running
         if args.out:
             out = Path(args.out)

@@ -9,9 +9,13 @@ import argparse
 from typing import Any
 
 from db import RunStatus
-from orchestrator.cli.common import open_registry_for, print_status, tracking_uri_for
+from orchestrator.cli.common import (
+    open_registry_for,
+    print_status,
+    require_known_grid,
+    tracking_uri_for,
+)
 from orchestrator.execution.executors import EXECUTORS
-from sslight import ConfigError
 
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -30,10 +34,9 @@ def resume_cells(args: argparse.Namespace) -> int:
 
     statuses = (RunStatus.FAILED,) if args.failed else RESUMABLE
     with open_registry_for(args) as registry:
+        require_known_grid(registry, args.grid)
         reconcile(registry, args.grid)
         grids = {g.name: g for g in registry.grids() if args.grid in (None, g.name)}
-        if args.grid and not grids:
-            raise ConfigError("command line", "--grid", f"no grid named {args.grid!r} registered")
         total = 0
         for name, grid in grids.items():
             if grid.spec.get("kind") == "search":  # trials are the study's to rerun

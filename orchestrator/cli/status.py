@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from orchestrator.cli.common import open_registry_for, print_status
+from orchestrator.cli.common import open_registry_for, print_status, require_known_grid
 from sslight import ExitCode
 
 
@@ -18,5 +18,6 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def show_status(args: argparse.Namespace) -> int:
     with open_registry_for(args) as registry:
+        require_known_grid(registry, args.grid)
         print_status(registry, args.grid, args.json)
     return ExitCode.OK

@@ -12,8 +12,8 @@ import argparse
 import logging
 from typing import Any
 
-from orchestrator.cli.common import open_registry_for
-from sslight import ConfigError, ExitCode, RunDir
+from orchestrator.cli.common import open_registry_for, require_known_grid
+from sslight import ExitCode, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,7 @@ def _sync(args: argparse.Namespace) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri, args.root)
     with open_registry_for(args) as registry:
-        if args.grid and args.grid not in {g.name for g in registry.grids()}:
-            known = ", ".join(g.name for g in registry.grids()) or "none"
-            raise ConfigError(
-                "command line", "--grid", f"no grid named {args.grid!r} (registered: {known})"
-            )
+        require_known_grid(registry, args.grid)
         synced, problems = sync_cells(registry, registry.runs(grid_name=args.grid), uri)
     print(f"synced {synced} cells to {mask_url(uri)}")
     for problem in problems:
