@@ -30,6 +30,13 @@ def tracking_uri_for(args: argparse.Namespace) -> str:
     return resolve_tracking_uri(args.tracking_uri, args.root)
 
 
+def add_file_and_overrides(parser: argparse.ArgumentParser, file_help: str, example: str) -> None:
+    """The positional ``FILE [key=value ...]`` of ``grid`` and ``search``: a YAML file and the
+    dotted overrides applied to every run config it makes (``example`` says to what)."""
+    parser.add_argument("file", help=file_help)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=example)
+
+
 def require_known_grid(registry: Any, name: str | None) -> None:
     """``--grid NAME`` must name a registered grid: else one ConfigError (exit 2) that lists the
     grids the registry knows. None (no ``--grid``) means every grid."""

@@ -6,7 +6,12 @@ import argparse
 import json
 from typing import Any
 
-from orchestrator.cli.common import open_registry_for, print_status, tracking_uri_for
+from orchestrator.cli.common import (
+    add_file_and_overrides,
+    open_registry_for,
+    print_status,
+    tracking_uri_for,
+)
 from orchestrator.execution.executors import EXECUTORS
 from orchestrator.grid.spec import Grid, load_grid
 from sslight import ExitCode
@@ -14,12 +19,10 @@ from sslight import ExitCode
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     grid = commands.add_parser("grid", parents=[common], help="run a grid file's cells")
-    grid.add_argument("file", help="grid YAML (format: orchestrator/grid/spec.py)")
-    grid.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="dotted overrides for every cell's run config, e.g. train.epochs=1",
+    add_file_and_overrides(
+        grid,
+        "grid YAML (format: orchestrator/grid/spec.py)",
+        "dotted overrides for every cell's run config, e.g. train.epochs=1",
     )
     grid.add_argument("--executor", choices=EXECUTORS, default="local")
     grid.add_argument("--dry-run", action="store_true", help="list the cells; run nothing")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cli.common import open_registry_for
+from orchestrator.cli.common import add_file_and_overrides, open_registry_for
 from orchestrator.execution.executors import EXECUTORS, local_parallelism, make_executor
 from sslight import ConfigError, ExitCode
 
@@ -39,12 +39,10 @@ def add_command(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     parser = commands.add_parser(
         "search", parents=[common], help="Optuna search over the view policy"
     )
-    parser.add_argument("file", help="search YAML (format: orchestrator/search/spec.py)")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="dotted overrides of the base run config, e.g. train.epochs=1",
+    add_file_and_overrides(
+        parser,
+        "search YAML (format: orchestrator/search/spec.py)",
+        "dotted overrides of the base run config, e.g. train.epochs=1",
     )
     parser.add_argument("--trials", type=int, help="trials the study should have in total")
     parser.add_argument("--workers", type=int, help="trials at once (jobs sharing the study)")
