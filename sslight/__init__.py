@@ -6,7 +6,7 @@ result = sslight.run(cfg)   # the whole result.json as a dict
 
 Outside ``sslight`` only these names are imported (``from sslight import X``); the contract is
 checked by import-linter (``pyproject.toml``). They load lazily (PEP 562): importing ``sslight``
-stays cheap, and ``orchestrate --help`` does not load torch.
+itself stays cheap, and each name's module is imported on first use.
 """
 
 from __future__ import annotations
