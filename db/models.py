@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from db.status import STATUSES, RunStatus
 
 EXECUTORS = ("local", "slurm", "debug")
+RUN_KINDS = ("cell", "pretrain", "stage")  # db/migrations/versions/0002_stage_jobs.py
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -66,10 +67,14 @@ class Grid(Base):
 
 
 class Run(Base):
-    """One cell of a grid: a resolved config, identified by its hash ``key``."""
+    """One job of a grid: a cell (its resolved config, identified by its hash ``key``), a shared
+    pretraining or a further evaluation job of a cell (``kind``)."""
 
     __tablename__ = "runs"
-    __table_args__ = (CheckConstraint(_in("status", STATUSES), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(_in("kind", RUN_KINDS), name="kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"), index=True)
@@ -82,6 +87,13 @@ class Run(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # stage jobs (0002): what this job is, the pretraining it shares, the cell it belongs to,
+    # the run that must finish before it starts, and what it asks the scheduler for
+    kind: Mapped[str] = mapped_column(String(16), default="cell", server_default="cell")
+    pretrain_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    parent_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    depends_on: Mapped[str | None] = mapped_column(String(64))
+    resources: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -26,6 +26,7 @@ from db.views import GridView, RunView, view
 __all__ = ["ERROR_TAIL_CHARS", "Registry", "RegistryError"]
 
 T = TypeVar("T")
+JOB_FIELDS = ("kind", "pretrain_key", "parent_key", "depends_on", "resources")
 _RETRIES = 4
 
 
@@ -102,7 +103,9 @@ class Registry(AttemptRecords):
         return self._tx(op, races=True)
 
     def add_runs(self, grid_id: int, cells: Iterable[dict[str, Any]]) -> list[str]:
-        """Insert cells (dicts: key, name, config, output_dir) with new keys; return those keys."""
+        """Insert cells (dicts: key, name, config, output_dir, and optionally the stage-job fields
+        ``JOB_FIELDS``) with new keys; return those keys. An existing key is left as it is: a
+        pretraining registered by another grid stays that grid's, shared."""
         unique: dict[str, dict[str, Any]] = {}
         for cell in cells:
             unique.setdefault(cell["key"], cell)  # the first cell of a key wins
@@ -120,6 +123,7 @@ class Registry(AttemptRecords):
                     "name": c["name"],
                     "config": c["config"],
                     "output_dir": str(c["output_dir"]),
+                    **{k: c[k] for k in JOB_FIELDS if c.get(k) is not None},
                 }
                 session.add(
                     Run(grid_id=grid_id, key=c["key"], status=RunStatus.PENDING.value, **fields)
@@ -214,17 +218,33 @@ class Registry(AttemptRecords):
             lambda s: [view(RunView, r, grid=g) for r, g in s.execute(query)], write=False
         )
 
+    def cell_jobs(self, cell_key: str) -> list[RunView]:
+        """A cell's evaluation jobs: the cell itself and the stage jobs of its ``parent_key``."""
+        query = (
+            select(Run, Grid.name)
+            .join(Grid)
+            .where((Run.key == cell_key) | (Run.parent_key == cell_key))
+            .order_by(Run.id)
+        )
+        return self._tx(
+            lambda s: [view(RunView, r, grid=g) for r, g in s.execute(query)], write=False
+        )
+
     def run(self, key: str) -> RunView | None:
         found = self.runs(keys=[key])
         return found[0] if found else None
 
     def run_summaries(
-        self, grid_name: str | None = None, metrics: Sequence[str] = ()
+        self,
+        grid_name: str | None = None,
+        metrics: Sequence[str] = (),
+        keys: Iterable[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """What ``orchestrate status`` shows of every run (of one grid), in creation order, in one
-        query: grid, name, key, status, stage, error, output_dir, ``attempts`` (their number) and
-        each of ``metrics`` from the result (None where absent). Neither configs nor whole
-        results are read, so this stays fast for tens of thousands of runs."""
+        """What ``orchestrate status`` shows of every run (of one grid, or with ``keys``), in
+        creation order, in one query: grid, name, key, status, stage, error, output_dir, the
+        stage-job columns, ``attempts`` (their number) and each of ``metrics`` from the result
+        (None where absent). Neither configs nor whole results are read, so this stays fast for
+        tens of thousands of runs."""
         counts = (
             select(Attempt.run_id, func.count(Attempt.id).label("attempts"))
             .group_by(Attempt.run_id)
@@ -239,6 +259,11 @@ class Registry(AttemptRecords):
                 Run.stage,
                 Run.error,
                 Run.output_dir,
+                Run.kind,
+                Run.pretrain_key,
+                Run.parent_key,
+                Run.depends_on,
+                Run.config["stages"].label("stages"),
                 func.coalesce(counts.c.attempts, 0).label("attempts"),
                 *(Run.result[metric].as_float().label(metric) for metric in metrics),
             )
@@ -248,6 +273,8 @@ class Registry(AttemptRecords):
         )
         if grid_name is not None:
             query = query.where(Grid.name == grid_name)
+        if keys is not None:
+            query = query.where(Run.key.in_(list(keys)))
         return self._tx(
             lambda s: [dict(row) for row in s.connection().execute(query).mappings()], write=False
         )

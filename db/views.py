@@ -34,6 +34,11 @@ class RunView:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    kind: str = "cell"
+    pretrain_key: str | None = None
+    parent_key: str | None = None
+    depends_on: str | None = None
+    resources: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -46,23 +46,26 @@ def test_a_grid_runs_every_cell_and_a_second_invocation_submits_nothing(tmp_path
     root = str(tmp_path / "runs")
     assert main(["grid", str(grid), "--root", root, "--executor", executor]) == 0
     out = capsys.readouterr().out
-    assert "submitted 2 of 2 cells" in out
+    assert "submitted 4 of 4 jobs for 2 cells" in out
 
     rows = _status(tmp_path, capsys)
     assert [r["status"] for r in rows] == ["finished", "finished"]
-    assert all(0 <= r["knn_top1"] <= 100 and r["attempts"] == 1 for r in rows)
+    # one pretraining job and one evaluation job per cell, each once
+    assert all(0 <= r["knn_top1"] <= 100 and r["attempts"] == 2 for r in rows)
+    assert all(r["stages"] == {"pretrain": "finished", "knn": "finished"} for r in rows)
     with root_registry(tmp_path) as registry:
         for run in registry.runs():
-            assert (
-                json.loads((Path(run.output_dir) / "result.json").read_text())["knn_top1"]
-                == run.result["knn_top1"]
-            )
+            if run.kind == "cell":
+                assert (
+                    json.loads((Path(run.output_dir) / "result.json").read_text())["knn_top1"]
+                    == run.result["knn_top1"]
+                )
             [attempt] = registry.attempts(run.key)
             assert (attempt.executor, attempt.state) == (executor, "finished")
             assert attempt.job_id and attempt.node and attempt.ended_at
 
     assert main(["grid", str(grid), "--root", root, "--executor", executor]) == 0
-    assert "submitted 0 of 2 cells" in capsys.readouterr().out
+    assert "submitted 0 of 4 jobs for 2 cells" in capsys.readouterr().out
 
 
 def test_two_concurrent_invocations_never_submit_a_cell_twice(tmp_path):
@@ -83,7 +86,7 @@ def test_two_concurrent_invocations_never_submit_a_cell_twice(tmp_path):
     second = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     outs = [first.communicate(timeout=300)[0], second.communicate(timeout=300)[0]]
     submitted = sum(int(out.split("submitted ")[1].split(" ")[0]) for out in outs)
-    assert submitted == 2
+    assert submitted == 4  # two cells, each a pretraining and an evaluation job
     with root_registry(tmp_path) as registry:
         assert all(len(registry.attempts(r.key)) == 1 for r in registry.runs())
         assert {r.status for r in registry.runs()} == {"finished"}
@@ -109,9 +112,12 @@ def test_a_failing_cell_is_recorded_and_resume_finishes_it(tmp_path, capsys):
     )
     [row] = _status(tmp_path, capsys)
     assert row["status"] == "failed" and "/nonexistent" in row["error"]
+    assert row["stages"] == {"pretrain": "failed", "knn": "blocked"}
+    assert f"blocked: pretrain {row['pretrain_key']} failed" in row["error"]
     with root_registry(tmp_path) as registry:
-        [attempt] = registry.attempts(row["key"])
+        [attempt] = registry.attempts(f"pretrain-{row['pretrain_key']}")
         assert attempt.state == "failed" and "DataRootError" in attempt.error_tail
+        assert registry.attempts(row["key"]) == []  # the evaluation never started
 
 
 def test_a_job_that_died_without_a_word_is_lost_and_resume_finishes_it(tmp_path, capsys):
@@ -126,7 +132,7 @@ def test_a_job_that_died_without_a_word_is_lost_and_resume_finishes_it(tmp_path,
     dead.wait()
     with root_registry(tmp_path) as registry:
         register_grid(registry, loaded)
-        [key] = registry.claim_for_submission([loaded.cells[0].key])
+        [key] = registry.claim_for_submission([f"pretrain-{loaded.cells[0].pretrain_key}"])
         registry.start_attempt(key, "local", job_id=str(dead.pid), state="running")
         registry.set_status(key, "running", stage="pretrain")
 
@@ -135,7 +141,8 @@ def test_a_job_that_died_without_a_word_is_lost_and_resume_finishes_it(tmp_path,
 
     assert main(["resume", "--root", root, "--executor", "debug"]) == 0
     [row] = _status(tmp_path, capsys)
-    assert row["status"] == "finished" and row["attempts"] == 2
+    # the lost pretraining, its rerun, then the evaluation
+    assert row["status"] == "finished" and row["attempts"] == 3
 
 
 def test_cancel_stops_a_running_local_cell(tmp_path, capsys):
@@ -158,7 +165,10 @@ def test_cancel_stops_a_running_local_cell(tmp_path, capsys):
     [row] = _status(tmp_path, capsys)
     assert row["status"] == "cancelled"
     with root_registry(tmp_path) as registry:
-        assert registry.attempts(row["key"])[-1].state == "cancelled"
+        pretraining = f"pretrain-{row['pretrain_key']}"
+        assert registry.attempts(pretraining)[-1].state == "cancelled"
+        assert registry.attempts(row["key"]) == []  # its evaluation never started
+    assert row["stages"] == {"pretrain": "cancelled", "knn": "cancelled"}
 
 
 def test_bad_grid_input_exits_2_with_one_message(tmp_path, capsys):

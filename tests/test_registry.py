@@ -97,7 +97,7 @@ def test_migrated_schema_matches_models(registry) -> None:
     assert registry.migrated
     with registry.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert MigrationContext.configure(conn).get_current_heads() == ("0001",)
+        assert MigrationContext.configure(conn).get_current_heads() == ("0002",)
         if conn.dialect.name == "sqlite":
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
@@ -111,12 +111,12 @@ def test_alembic_command_line_uses_the_same_migrations(tmp_path: Path) -> None:
         cmd = [sys.executable, "-m", "alembic", "-c", "db/alembic.ini", "-x", f"url={url}"]
         done = subprocess.run(cmd + args, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-    assert query(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0002",)]
 
 
 def test_newer_schema_is_refused_with_masked_url(registry, url: str) -> None:
     query(url, "UPDATE alembic_version SET version_num = 'ffff00000001'")
-    with pytest.raises(RegistryError, match=r"revision ffff00000001, newer .*head 0001"):
+    with pytest.raises(RegistryError, match=r"revision ffff00000001, newer .*head 0002"):
         open_registry(url)
     engine = create_registry_engine(url)  # the message names the URL it was given, masked
     try:
@@ -303,4 +303,33 @@ def test_concurrent_claims_claim_each_key_once(url: str) -> None:
 
 def test_concurrent_first_opens_migrate_once(url: str) -> None:
     assert sorted(_race(_opener, [(url,)] * 6)) == [False] * 5 + [True]
-    assert query(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0002",)]
+
+
+def test_a_registry_of_the_first_schema_migrates_and_keeps_its_runs(tmp_path: Path) -> None:
+    """A registry written before stage jobs opens at head: its runs are cells, nothing lost."""
+    url = default_url(tmp_path)
+    cmd = [sys.executable, "-m", "alembic", "-c", "db/alembic.ini", "-x", f"url={url}"]
+    done = subprocess.run([*cmd, "upgrade", "0001"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    query(
+        url,
+        "INSERT INTO grids (name, source, workdir, spec, created_at) "
+        "VALUES ('g', 'g.yaml', 'runs/g', '{}', '2026-01-01')",
+    )
+    query(
+        url,
+        "INSERT INTO runs (grid_id, key, name, config, status, output_dir, created_at, "
+        "updated_at) VALUES (1, 'k1', 'cell', '{}', 'finished', 'runs/g/cells/cell', "
+        "'2026-01-01', '2026-01-01')",
+    )
+    with open_registry(url) as registry:
+        assert registry.migrated
+        run = registry.run("k1")
+        assert (run.status, run.kind, run.depends_on, run.pretrain_key) == (
+            "finished",
+            "cell",
+            None,
+            None,
+        )
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0002",)]

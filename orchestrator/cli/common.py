@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from db import RunStatus
@@ -20,6 +23,20 @@ def open_registry_for(args: argparse.Namespace) -> Any:
     if registry.migrated:
         logging.getLogger(__name__).info("registry %s: schema migrated to head", registry)
     return registry
+
+
+@contextmanager
+def existing_registry(args: argparse.Namespace) -> Iterator[Any]:
+    """The registry of ``--db``/``--root`` if there is one, else None: a dry run reads what is
+    registered and creates nothing."""
+    from db import resolve_url
+
+    url = resolve_url(args.db, args.root)
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        yield None
+        return
+    with open_registry_for(args) as registry:
+        yield registry
 
 
 def tracking_uri_for(args: argparse.Namespace) -> str:
@@ -61,5 +78,5 @@ def print_status(registry: Any, grid: str | None, as_json: bool) -> int:
         print(json.dumps(rows, indent=2, default=str))
     else:
         print(format_rows(rows) if rows else "no cells registered")
-    broken = (RunStatus.FAILED, RunStatus.LOST)
+    broken = (RunStatus.FAILED, RunStatus.LOST, "blocked")
     return ExitCode.FAILURE if any(r["status"] in broken for r in rows) else ExitCode.OK

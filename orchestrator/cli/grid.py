@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.cli.common import (
     add_file_and_overrides,
+    existing_registry,
     open_registry_for,
     print_status,
     tracking_uri_for,
@@ -36,32 +37,44 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 def run_grid(args: argparse.Namespace) -> int:
     grid = load_grid(args.file, args.overrides, workdir=args.workdir)
     if args.dry_run:
-        if args.json:
-            print(json.dumps([cell.to_dict() for cell in grid.cells], indent=2))
-        else:
-            print(format_cells(grid))
-        return ExitCode.OK
-    from orchestrator.execution.submit import grid_cells, register_grid, submit
+        return dry_run(args, grid)
+    from orchestrator.execution.submit import register_grid, submit
 
     with open_registry_for(args) as registry:
-        register_grid(registry, grid)
+        keys = register_grid(registry, grid)
         submitted = submit(
             registry,
-            grid_cells(grid),
+            keys,
             grid.workdir,
-            grid.resources,
             args.executor,
             parallel=args.parallel,
             tracking_uri=tracking_uri_for(args),
+            default_resources=grid.resources.default,
         )
         print(
-            f"grid {grid.name}: submitted {len(submitted)} of {len(grid.cells)} cells "
-            f"({args.executor})"
+            f"grid {grid.name}: submitted {len(submitted)} of {len(keys)} jobs for "
+            f"{len(grid.cells)} cells ({args.executor})"
         )
         if args.executor == "slurm" and args.wait:
             for sub in submitted:
                 sub.job.wait()
         return print_status(registry, grid.name, as_json=False)
+
+
+def dry_run(args: argparse.Namespace, grid: Grid) -> int:
+    """The cells and their stage plan, as the registry at hand (if there is one) would run it;
+    nothing is registered or submitted."""
+    from orchestrator.execution.plan_view import cell_plans, format_plan, plan_rows
+
+    with existing_registry(args) as registry:
+        rows = plan_rows(grid, registry)
+    if args.json:
+        plans = cell_plans(rows)
+        cells = [{**c.to_dict(), "stage_plan": plans.get(c.key, [])} for c in grid.cells]
+        print(json.dumps(cells, indent=2))
+    else:
+        print(format_cells(grid) + "\n\n" + format_plan(rows))
+    return ExitCode.OK
 
 
 def format_cells(grid: Grid) -> str:

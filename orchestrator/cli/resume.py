@@ -29,8 +29,8 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def resume_cells(args: argparse.Namespace) -> int:
     from orchestrator.execution.reconcile import reconcile
-    from orchestrator.execution.submit import RESUMABLE, CellSpec, submit
-    from orchestrator.grid.spec import Resources
+    from orchestrator.execution.submit import RESUMABLE, submit
+    from orchestrator.grid.resources import stage_resources_from_spec
 
     statuses = (RunStatus.FAILED,) if args.failed else RESUMABLE
     with open_registry_for(args) as registry:
@@ -42,20 +42,29 @@ def resume_cells(args: argparse.Namespace) -> int:
             if grid.spec.get("kind") == "search":  # trials are the study's to rerun
                 print(f"search {name}: continue it with `orchestrate search {grid.source}`")
                 continue
-            runs = registry.runs(grid_name=name, statuses=statuses)
-            cells = [CellSpec(r.key, r.name, r.config) for r in runs]
-            resources = Resources(**grid.spec.get("resources", {}))
             total += len(
                 submit(
                     registry,
-                    cells,
+                    chain_keys(registry, name),
                     grid.workdir,
-                    resources,
                     args.executor,
-                    statuses=statuses,
+                    statuses=(RunStatus.PENDING, *statuses),
                     parallel=args.parallel,
                     tracking_uri=tracking_uri_for(args),
+                    default_resources=stage_resources_from_spec(grid.spec.get("resources")).default,
                 )
             )
-        print(f"resumed {total} cells")
+        print(f"resumed {total} jobs")
         return print_status(registry, args.grid, as_json=False)
+
+
+def chain_keys(registry: Any, grid: str) -> list[str]:
+    """The jobs of ``grid``'s cells, the pretrainings they wait for first (shared ones too,
+    whichever grid registered them); held jobs of a dead pretraining are released first."""
+    from orchestrator.execution.reconcile import release_blocked
+
+    runs = registry.runs(grid_name=grid)
+    release_blocked(registry, runs)
+    upstream = sorted({r.depends_on for r in runs if r.depends_on})
+    own = [r.key for r in runs if r.key not in upstream]
+    return [*upstream, *own]

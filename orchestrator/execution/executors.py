@@ -7,7 +7,7 @@ from pathlib import Path
 
 import submitit
 
-from orchestrator.grid.spec import Resources
+from orchestrator.grid.resources import Resources
 
 EXECUTORS = ("local", "slurm", "debug")
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would kill real training
@@ -18,8 +18,11 @@ def local_parallelism(cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // 2)
 
 
-def make_executor(kind: str, folder: Path, resources: Resources) -> submitit.Executor:
-    """An executor whose jobs ask for ``resources`` and log under ``folder``."""
+def make_executor(
+    kind: str, folder: Path, resources: Resources, after_ok: str | None = None
+) -> submitit.Executor:
+    """An executor whose jobs ask for ``resources`` and log under ``folder``; on SLURM, with
+    ``after_ok``, they start only once that job has completed successfully (``afterok``)."""
     folder = Path(folder)
     if kind == "debug":
         return submitit.DebugExecutor(folder=folder)
@@ -45,6 +48,8 @@ def make_executor(kind: str, folder: Path, resources: Resources) -> submitit.Exe
             params["slurm_partition"] = resources.partition
         if resources.mem_gb:
             params["mem_gb"] = resources.mem_gb
+        if after_ok:
+            params["slurm_additional_parameters"] = {"dependency": f"afterok:{after_ok}"}
         executor.update_parameters(**params)
         return executor
     raise ValueError(f"unknown executor {kind!r}; choose one of: {', '.join(EXECUTORS)}")

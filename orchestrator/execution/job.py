@@ -18,6 +18,7 @@ import submitit
 
 from db import RunStatus
 from orchestrator.execution.lifecycle import RunLifecycle
+from orchestrator.execution.shared_pretraining import link_pretraining, pretraining_of
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class CellJob(submitit.helpers.Checkpointable):
     threads: int | None = None
     tracking_uri: str | None = None  # MLflow store of the cell's run; None: no tracking
     tracking_tags: dict[str, str] | None = None  # extra MLflow tags (e.g. a search trial)
+    depends_on: str | None = None  # the pretraining job it starts from (plan.py)
+    track_as: str | None = None  # the registry run whose MLflow run it logs to (its cell's)
     _registry: Any = field(default=None, repr=False, compare=False)
     _preempted: bool = field(default=False, repr=False, compare=False)
 
@@ -86,6 +89,9 @@ class CellJob(submitit.helpers.Checkpointable):
         run.start()
         try:
             cfg = sslight.resolve(self.config, source=f"cell {self.key}")
+            pretraining = pretraining_of(self.config, self.depends_on)
+            if pretraining is not None:
+                link_pretraining(cfg.output_dir, pretraining)
             # each stage syncs MLflow: the stages before it have their results in result.json
             result = sslight.run(cfg, on_stage=run.stage, on_epoch=lambda _: run.tracker.sync())
         except BaseException as err:
@@ -98,15 +104,19 @@ class CellJob(submitit.helpers.Checkpointable):
             run.failed(f"{type(err).__name__}: {err}")
             raise
         run.finished(result)
+        if self.track_as:  # the cell's row shows every evaluation job's results
+            registry.record_result(self.track_as, result)
         return result
 
     def _tracker(self, registry: Any) -> Any:
         """The cell's MLflow tracker (one that does nothing without a tracking URI)."""
-        from orchestrator.tracking.tracker import CellTracker, NoTracker
+        from orchestrator.tracking.tracker import CellJobsTracker, CellTracker, NoTracker
 
         if not self.tracking_uri:
             return NoTracker()
-        return CellTracker(registry, self.key, self.tracking_uri, extra_tags=self.tracking_tags)
+        key = self.track_as or self.key
+        tracker = CellTracker(registry, key, self.tracking_uri, extra_tags=self.tracking_tags)
+        return CellJobsTracker(tracker, registry, key, self.key)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: close this attempt and requeue; training resumes from last.pt."""
@@ -125,6 +135,8 @@ class CellJob(submitit.helpers.Checkpointable):
             self.threads,
             self.tracking_uri,
             self.tracking_tags,
+            self.depends_on,
+            self.track_as,
         )
         return submitit.helpers.DelayedSubmission(requeued)
 

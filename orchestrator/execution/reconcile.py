@@ -109,6 +109,28 @@ def cancel(registry: Registry, grid: str | None = None) -> list[str]:
     return cancelled
 
 
+def release_blocked(registry: Registry, runs: list[RunView]) -> list[str]:
+    """Jobs of ``runs`` waiting for a pretraining that failed, was cancelled or was lost: their
+    held SLURM jobs (``DependencyNeverSatisfied``) are cancelled and they go back to
+    ``pending``, to be submitted again after it. Returns their keys."""
+    upstream = {r.key: r for r in registry.runs(keys={r.depends_on for r in runs if r.depends_on})}
+    dead = (RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED)
+    released = []
+    for run in runs:
+        waits_on = upstream.get(run.depends_on or "")
+        if run.status != RunStatus.SUBMITTED or waits_on is None or waits_on.status not in dead:
+            continue
+        attempts = registry.attempts(run.key)
+        last = attempts[-1] if attempts else None
+        if last is not None and last.ended_at is None:
+            if last.executor == "slurm" and last.job_id:
+                _slurm_job(_jobs_folder(registry, run), last.job_id).cancel(check=False)
+            registry.finish_attempt(last.id, "blocked")
+        registry.set_status(run.key, RunStatus.PENDING)
+        released.append(run.key)
+    return released
+
+
 def _jobs_folder(registry: Registry, run: RunView) -> Path:
     workdirs = {g.name: g.workdir for g in registry.grids()}
     return Path(workdirs.get(run.grid, ".")) / "jobs"

@@ -14,7 +14,8 @@ Format::
       - {backbone: vit_tiny, views.policy: baseline}
     include:                  # extra cells: dotted keys set over base
       - {method: swav, backbone: mobilenet_v2, views.policy: baseline}
-    resources: {...}          # what one cell's job asks the scheduler for (``Resources``)
+    resources: {...}          # what each stage job asks the scheduler for: one block, or a
+                              # default plus per-stage blocks (orchestrator/grid/resources.py)
 
 Expansion, in order:
 
@@ -62,13 +63,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel
 
 from orchestrator.grid import names as grid_names
 from orchestrator.grid import parse as grid_parse
 from orchestrator.grid.env import expand_env
 from orchestrator.grid.names import MAX_NAME_LENGTH, same
 from orchestrator.grid.parse import MAX_CELLS
+from orchestrator.grid.resources import Resources, StageResources, parse_resources
 from sslight import ConfigError, config_key, config_to_dict, pretrain_key, set_dotted
 from sslight import resolve as resolve_config
 
@@ -79,30 +81,12 @@ __all__ = [
     "Cell",
     "Grid",
     "Resources",
+    "StageResources",
     "expand_env",
     "load_grid",
 ]
 
 TOP_LEVEL_KEYS = ("name", "workdir", "base", "axes", "exclude", "include", "resources")
-
-
-class Resources(BaseModel):
-    """Scheduler resources for one cell's job (SLURM words; ``time_min`` is wall-clock minutes)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    partition: str | None = None
-    time_min: int = Field(default=60, ge=1)
-    nodes: int = Field(default=1, ge=1)
-    tasks_per_node: int = Field(default=1, ge=1)
-    gpus_per_node: int = Field(default=0, ge=0)
-    cpus_per_task: int = Field(default=1, ge=1)
-    mem_gb: int | None = Field(default=None, ge=1)
-
-    @field_validator("partition")
-    @classmethod
-    def _empty_is_default(cls, partition: str | None) -> str | None:
-        return partition or None  # `${SLURM_PARTITION:-}` unset: the cluster's default
 
 
 @dataclass(frozen=True)
@@ -138,7 +122,7 @@ class Grid:
     name: str
     path: Path
     workdir: str
-    resources: Resources
+    resources: StageResources
     cells: tuple[Cell, ...]
     duplicates: tuple[str, ...] = field(default=())  # cells dropped as repeats of an earlier key
 
@@ -158,7 +142,7 @@ def load_grid(
     excludes = grid_parse.rules(doc.get("exclude"), "exclude", source)
     includes = grid_parse.rules(doc.get("include"), "include", source)
     grid_parse.check_excludes(excludes, axes, source)
-    resources = _resources(doc.get("resources"), source)
+    resources = parse_resources(doc.get("resources"), source)
     base = grid_parse.base(doc.get("base"), path, source)
     base = grid_parse.apply_command_line(
         base, overrides, [*axes, *(k for rule in includes for k in rule)]
@@ -166,23 +150,6 @@ def load_grid(
     specs = _cell_values(axes, excludes, includes, source)
     cells, duplicates = _expand(specs, base, axes, name, str(workdir), source)
     return Grid(name, path, str(workdir), resources, tuple(cells), tuple(duplicates))
-
-
-def _resources(raw: Any, source: str) -> Resources:
-    if raw is None:
-        return Resources()
-    if not isinstance(raw, dict):
-        raise ConfigError(source, "resources", f"must be a mapping, got {type(raw).__name__}")
-    try:
-        return Resources.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(part) for part in ("resources", *first["loc"]))
-        if first["type"] == "extra_forbidden":
-            problem = f"unknown key; allowed keys: {', '.join(Resources.model_fields)}"
-        else:
-            problem = f"{first['msg']} (got {first.get('input')!r})"
-        raise ConfigError(source, key, problem) from None
 
 
 # ---------------------------------------------------------------------------------------------

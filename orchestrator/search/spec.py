@@ -35,7 +35,7 @@ from typing import Any
 import optuna
 
 from orchestrator.grid import parse as grid_parse
-from orchestrator.grid.spec import Resources, _resources
+from orchestrator.grid.resources import Resources, parse_resources
 from orchestrator.search.samplers import PRUNERS, SAMPLERS, parse_pruner, parse_sampler
 from orchestrator.search.space import (
     Parameter,
@@ -202,7 +202,7 @@ def load_search(
         heartbeat=_heartbeat(doc.get("heartbeat"), "://" in storage, source),
         space=space,
         references=references,
-        resources=_resources(doc.get("resources"), source),
+        resources=parse_resources(doc.get("resources"), source).for_stages(["pretrain"]),
     )
     for params in references.values():  # both reference runs must validate
         search.trial_config(params, "")

@@ -108,5 +108,9 @@ def cell_tags(run: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
         "cell_key": run.key,
         "cell_name": run.name,
     }
+    if getattr(run, "pretrain_key", None):  # the pretraining it shares (plan.py)
+        tags["pretrain_key"] = run.pretrain_key
+    if getattr(run, "kind", "cell") != "cell":
+        tags["job_kind"] = run.kind
     tags.update({metric_name(str(k)): str(v)[:MAX_TAG_VALUE] for k, v in (extra or {}).items()})
     return tags

@@ -1,11 +1,14 @@
 """MLflow tracking of grid cells: one experiment per grid, one run per cell, kept up to date.
 
 A cell's MLflow run carries the tags ``method``, ``backbone``, ``view_policy``, ``grid``,
-``cell_key`` (and any extra tags, e.g. a search trial), the resolved config as dotted params,
+``cell_key``, ``pretrain_key`` (and any extra tags, e.g. a search trial), the resolved config as
+dotted params,
 every numeric key of ``metrics.jsonl`` at its line's step, the numeric results of
 ``result.json``, system metrics while the cell runs, and ``config.yaml``, ``result.json``,
 ``export/`` and ``report/*.png`` as artifacts. Its id lives in the registry
-(``runs.mlflow_run_id``), so a resumed or requeued cell continues the same run.
+(``runs.mlflow_run_id``), so a resumed or requeued cell continues the same run. A shared
+pretraining is a run of its own; each cell that evaluates it is its child (MLflow's
+``mlflow.parentRunId``), and every evaluation job of one cell logs to the cell's run.
 
 Tracking never stops training: each call catches its own failures (a dead server, a locked
 database); the run directory stays the source of truth and the next ``sync()`` - or
@@ -40,6 +43,7 @@ from sslight import RunDir
 
 __all__ = [
     "MLFLOW_STATUS",
+    "CellJobsTracker",
     "CellTracker",
     "NoTracker",
     "default_tracking_uri",
@@ -58,6 +62,7 @@ MLFLOW_STATUS = {
 }
 REPORT_PNGS = "*.png"  # under the run's report/
 BACKOFF_MIN_S, BACKOFF_MAX_S = 30.0, 900.0
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's parent/child runs: a cell under its pretraining
 
 
 def _artifact_files(run_dir: Path, everything: bool) -> list[Path]:
@@ -164,21 +169,17 @@ class CellTracker:
         finished one RUNNING again (a resumed cell)."""
         if self.run_id is not None and not reopen:
             return
-        cell = self._cell()
         client = self.store.client
-        run = self.store.get_run(cell.mlflow_run_id) if cell.mlflow_run_id else None
-        if run is None:
-            experiment_id = self.store.experiment_id(self.experiment or cell.grid)
-            run = self.store.call(
-                client.create_run, experiment_id, tags=cell_tags(cell), run_name=cell.name
-            )
-            self.registry.set_mlflow_run_id(self.key, run.info.run_id)
-            log.info("cell %s: MLflow run %s at %s", cell.name, run.info.run_id, self.tracking_uri)
+        run_dir = Path(self._cell().output_dir)
+        with run_dir_lock(run_dir):  # a cell's evaluation jobs may start together
+            cell = self._cell()
+            run = self.store.get_run(cell.mlflow_run_id) if cell.mlflow_run_id else None
+            if run is None:
+                run = self._create_run(cell)
         self.run_id, self.status = run.info.run_id, run.info.status
         if reopen and self.status != "RUNNING":
             self.store.call(client.update_run, self.run_id, status="RUNNING")
             self.status = "RUNNING"
-        run_dir = Path(cell.output_dir)
         with run_dir_lock(run_dir):
             cursor = SyncCursor.load(run_dir, self.tracking_uri, self.run_id)
             if not cursor.params:
@@ -186,6 +187,20 @@ class CellTracker:
                 cursor.params = True
             self._log_batch(tags=cell_tags(cell, self.extra_tags))
             cursor.save(run_dir)
+
+    def _create_run(self, cell: Any) -> Any:
+        """A new MLflow run for ``cell``: a child of its shared pretraining's run, if any."""
+        tags = cell_tags(cell)
+        upstream = self.registry.run(cell.depends_on) if cell.depends_on else None
+        if upstream is not None and upstream.mlflow_run_id:
+            tags[PARENT_TAG] = upstream.mlflow_run_id
+        experiment_id = self.store.experiment_id(self.experiment or cell.grid)
+        run = self.store.call(
+            self.store.client.create_run, experiment_id, tags=tags, run_name=cell.name
+        )
+        self.registry.set_mlflow_run_id(self.key, run.info.run_id)
+        log.info("cell %s: MLflow run %s at %s", cell.name, run.info.run_id, self.tracking_uri)
+        return run
 
     def _log_batch(self, metrics: list | None = None, params: dict | None = None, tags=None):
         from mlflow.entities import Param, RunTag
@@ -280,6 +295,31 @@ class CellTracker:
                 monitor.finish()
             except Exception as err:  # its last samples are lost, nothing else
                 log.debug("stopping system metrics of cell %s: %s", self.key, err)
+
+
+class CellJobsTracker:
+    """The tracker of one of a cell's evaluation jobs, which share the cell's MLflow run: the
+    run ends only with the last of them, FAILED if any failed, else with ``finish``'s status."""
+
+    def __init__(self, tracker: CellTracker, registry: Any, cell_key: str, job_key: str) -> None:
+        self.tracker, self.registry = tracker, registry
+        self.cell_key, self.job_key = cell_key, job_key
+
+    def start(self) -> None:
+        self.tracker.start()
+
+    def sync(self, artifacts: bool = False, force: bool = False) -> bool:
+        return self.tracker.sync(artifacts, force)
+
+    def finish(self, status: str) -> bool:
+        others = [j for j in self.registry.cell_jobs(self.cell_key) if j.key != self.job_key]
+        if status in ("FINISHED", "FAILED") and others:
+            states = {str(j.status) for j in others}
+            if states & {"pending", "submitted", "running"}:
+                status = "RUNNING"  # the others finish the run
+            elif status == "FINISHED" and states & {"failed", "lost"}:
+                status = "FAILED"
+        return self.tracker.finish(status)
 
 
 class NoTracker:

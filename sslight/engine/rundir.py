@@ -10,6 +10,7 @@ the two configs has (a field added to or removed from the schema since the run s
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,9 @@ import yaml
 
 from sslight.config.load import ConfigError
 
-CONFIG_KEYS_FREE_TO_CHANGE = ("output_dir", "train.progress", "train.log_every_steps")
+# ``stages``: a cell's evaluation jobs share its directory, each with the stages it runs
+CONFIG_KEYS_FREE_TO_CHANGE = ("output_dir", "stages", "train.progress", "train.log_every_steps")
+RESULT_LOCK = ".result.lock"
 
 
 class RunDir:
@@ -75,10 +78,17 @@ class RunDir:
         return json.loads(self.result.read_text())
 
     def update_result(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``values`` into result.json (atomically; a None value removes its key)."""
-        merged = {**self.read_result(), **values}
-        result = {key: value for key, value in merged.items() if value is not None}
-        _atomic_write(self.result, json.dumps(result, indent=2, sort_keys=True) + "\n")
+        """Merge ``values`` into result.json (atomically; a None value removes its key). The
+        merge holds a lock on the directory: a cell's evaluation jobs may finish together."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / RESULT_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                merged = {**self.read_result(), **values}
+                result = {key: value for key, value in merged.items() if value is not None}
+                _atomic_write(self.result, json.dumps(result, indent=2, sort_keys=True) + "\n")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         return result
 
 
@@ -103,6 +113,6 @@ def config_differences(recorded: dict[str, Any], new: dict[str, Any]) -> dict[st
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -1,0 +1,41 @@
+"""A cell's view of the pretraining it shares: a ``pretrain`` link and its results.
+
+An evaluation job starts from the weights of a pretraining that may serve cells of several
+grids (``orchestrator/execution/plan.py``). Before its stages run, the cell's directory gets a
+symbolic link ``pretrain -> <the pretraining's directory>`` (its checkpoints, metrics.jsonl and
+report) and the pretraining's results in its own result.json, so a cell's directory tells its
+whole story: ``stages.pretrain`` is ``{"status": "done", "seconds": ..., "shared": <dir>}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sslight import RunDir
+
+LINK = "pretrain"
+
+
+def pretraining_of(config: dict[str, Any], depends_on: str | None) -> Path | None:
+    """The pretraining directory an evaluation job's config starts from, if it has one."""
+    if not depends_on:
+        return None
+    weights = (config.get("init") or {}).get("weights")
+    return Path(weights) if weights else None
+
+
+def link_pretraining(cell_dir: str | Path, pretraining: str | Path) -> dict[str, Any]:
+    """Link ``pretraining`` into ``cell_dir`` and merge its results into the cell's
+    result.json (its own stages and errors stay); return the merged result."""
+    cell, source = RunDir(cell_dir), RunDir(pretraining)
+    cell.root.mkdir(parents=True, exist_ok=True)
+    link = cell.root / LINK
+    if not link.is_symlink() and not link.exists():
+        link.symlink_to(source.root.resolve(), target_is_directory=True)
+    done = source.read_result()
+    stages = dict(cell.read_result().get("stages", {}))
+    if "pretrain" in done.get("stages", {}):
+        stages["pretrain"] = {**done["stages"]["pretrain"], "shared": str(source.root)}
+    values = {k: v for k, v in done.items() if k not in ("stages", "error")}
+    return cell.update_result({**values, "stages": stages})
