@@ -1,0 +1,145 @@
+"""``orchestrate search --executor slurm``: the workers are SLURM jobs of the real local cluster
+(scripts/slurm-local.sh) sharing one Optuna study in the real local PostgreSQL
+(scripts/postgres-local.sh); each trial is a tiny pipeline run. Both services missing under
+``CI=true`` fail these tests (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from registry_helpers import root_registry
+from tiny import TINY_RUN
+
+from orchestrator.cli import main
+
+SPACE = {
+    "scale_boundary": {"low": 0.1, "high": 0.5},
+    "local_size": {"low": 64, "high": 160, "step": 16},
+    "local_number": {"low": 2, "high": 6},
+    "global_global": {"low": 0.05, "high": 0.6},
+}
+RESOURCES = {"time_min": 10, "cpus_per_task": 1, "partition": "debug"}
+
+
+def _search(tmp_path: Path, storage: str, trials: int, epochs: int, **changes) -> Path:
+    base = copy.deepcopy(TINY_RUN)
+    del base["views"]
+    doc = {
+        "name": "views",
+        "workdir": str(tmp_path / "runs" / "views"),
+        "base": base,
+        "budget": {"trials": trials, "epochs": epochs},
+        "sampler": {"kind": "tpe", "seed": 0},
+        "pruner": "none",
+        "storage": storage,
+        "space": SPACE,
+        "resources": RESOURCES,
+        **changes,
+    }
+    path = tmp_path / "views.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _command(path: Path, tmp_path: Path) -> list[str]:
+    root = str(tmp_path / "runs")
+    return ["search", str(path), "--root", root, "--executor", "slurm", "--workers", "2"]
+
+
+def _attempts(tmp_path: Path) -> dict[str, list]:
+    """Registry key -> its attempts, for every trial row of the study."""
+    with root_registry(tmp_path) as registry:
+        rows = registry.runs(grid_name="views")
+        return {row.key: registry.attempts(row.key) for row in rows}
+
+
+def _rows(tmp_path: Path) -> dict[str, object]:
+    with root_registry(tmp_path) as registry:
+        return {row.key: row for row in registry.runs(grid_name="views")}
+
+
+def test_four_trials_run_to_the_end_on_two_slurm_workers(
+    slurm_cluster, postgres_url, tmp_path, capsys
+):
+    path = _search(tmp_path, postgres_url, trials=4, epochs=2)
+    assert main(_command(path, tmp_path)) == 0
+    assert "best: trial" in capsys.readouterr().out
+
+    trials = optuna.load_study(study_name="views", storage=postgres_url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert [t.user_attrs.get("reference") for t in trials[:2]] == ["baseline", "sslight"]
+    assert trials[2].params != trials[3].params
+    rows, attempts = _rows(tmp_path), _attempts(tmp_path)
+    for trial in trials:
+        key = trial.user_attrs["registry_key"]
+        assert rows[key].status == "finished" and rows[key].result["knn_top1"] == trial.value
+        [attempt] = attempts[key]
+        assert attempt.executor == "slurm" and attempt.state == "finished"
+    # two workers, one SLURM array: every trial ran in one of its tasks, and both tasks ended
+    # with a result (how many trials each ran depends on when the cluster started it)
+    [array] = {a.job_id.split("_")[0] for [a] in attempts.values()}
+    assert {a.job_id for [a] in attempts.values()} <= {f"{array}_0", f"{array}_1"}
+    jobs = tmp_path / "runs" / "views" / "jobs"
+    assert all((jobs / f"{array}_{task}_0_result.pkl").exists() for task in (0, 1))
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_worker_killed_with_scancel_has_its_trial_retried_with_its_params(
+    slurm_cluster, postgres_url, tmp_path
+):
+    heartbeat = {"interval": 2, "grace": 10}
+    path = _search(tmp_path, postgres_url, trials=2, epochs=20, heartbeat=heartbeat)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(main(_command(path, tmp_path))))
+    runner.start()
+    checkpoint = tmp_path / "runs" / "views" / "trials" / "t000" / "checkpoints" / "last.pt"
+    _wait_for(checkpoint.exists, 180, "trial 0's first checkpoint")
+    study = optuna.load_study(study_name="views", storage=postgres_url)
+    [attempt] = _attempts(tmp_path)[study.trials[0].user_attrs["registry_key"]]
+    subprocess.run(["scancel", attempt.job_id], check=True)  # the worker dies mid-trial
+    runner.join(timeout=300)
+    assert not runner.is_alive() and codes == [0]
+
+    trials = optuna.load_study(study_name="views", storage=postgres_url).trials
+    killed = trials[0]
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params and killed.user_attrs["reference"] == "baseline"
+    assert sorted(t.state for t in trials if t is not killed) == [TrialState.COMPLETE] * 2
+    rows = _rows(tmp_path)
+    dead, rerun = rows[killed.user_attrs["registry_key"]], rows[retry.user_attrs["registry_key"]]
+    assert dead.status == "cancelled" and f"retried as trial {retry.number}" in dead.error
+    assert rerun.status == "finished" and rerun.output_dir == dead.output_dir
+    lines = (Path(rerun.output_dir) / "metrics.jsonl").read_text().splitlines()
+    epochs = [e["epoch"] for e in map(json.loads, lines) if e.get("type") == "epoch"]
+    assert sorted(epochs) == list(range(20))  # resumed from the checkpoint, no epoch twice
+
+
+@pytest.mark.parametrize(
+    ("storage", "says"),
+    [(None, "the journal file"), ("sqlite:///{tmp}/optuna.db", "an SQLite file is for one")],
+)
+def test_slurm_workers_refuse_a_storage_of_one_machine(tmp_path, capsys, storage, says):
+    storage = storage.format(tmp=tmp_path) if storage else None
+    path = _search(tmp_path, storage, trials=2, epochs=1)
+    assert main(_command(path, tmp_path)) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert f"{path}: storage: --executor slurm runs workers on other nodes" in err
+    assert says in err and "postgresql://" in err
+    runs = tmp_path / "runs"
+    assert not (runs / "registry.db").exists() and not (runs / "views" / "study.journal").exists()
