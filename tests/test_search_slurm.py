@@ -1,7 +1,8 @@
 """``orchestrate search --executor slurm``: the workers are SLURM jobs of the real local cluster
 (scripts/slurm-local.sh) sharing one Optuna study in the real local PostgreSQL
-(scripts/postgres-local.sh); each trial is a tiny pipeline run. Both services missing under
-``CI=true`` fail these tests (tests/conftest.py)."""
+(scripts/postgres-local.sh), with the registry in PostgreSQL too or in SQLite on the (here local)
+shared file system; each trial is a tiny pipeline run. Both services missing under ``CI=true``
+fail these tests (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -17,8 +20,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 from registry_helpers import root_registry
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from tiny import TINY_RUN
 
+from db import open_registry
 from orchestrator.cli import main
 
 SPACE = {
@@ -50,35 +56,54 @@ def _search(tmp_path: Path, storage: str, trials: int, epochs: int, **changes) -
     return path
 
 
-def _command(path: Path, tmp_path: Path) -> list[str]:
-    root = str(tmp_path / "runs")
-    return ["search", str(path), "--root", root, "--executor", "slurm", "--workers", "2"]
+@pytest.fixture
+def registry_url(postgres_server: str) -> Iterator[str]:
+    """A second fresh PostgreSQL database, for the registry (the study has postgres_url's)."""
+    name = f"sslight_r_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
-def _attempts(tmp_path: Path) -> dict[str, list]:
+def _command(path: Path, tmp_path: Path, db: str | None = None) -> list[str]:
+    where = ["--db", db] if db else ["--root", str(tmp_path / "runs")]
+    return ["search", str(path), *where, "--executor", "slurm", "--workers", "2"]
+
+
+def _registry(tmp_path: Path, db: str | None):
+    return open_registry(db) if db else root_registry(tmp_path)
+
+
+def _attempts(tmp_path: Path, db: str | None = None) -> dict[str, list]:
     """Registry key -> its attempts, for every trial row of the study."""
-    with root_registry(tmp_path) as registry:
+    with _registry(tmp_path, db) as registry:
         rows = registry.runs(grid_name="views")
         return {row.key: registry.attempts(row.key) for row in rows}
 
 
-def _rows(tmp_path: Path) -> dict[str, object]:
-    with root_registry(tmp_path) as registry:
+def _rows(tmp_path: Path, db: str | None = None) -> dict[str, object]:
+    with _registry(tmp_path, db) as registry:
         return {row.key: row for row in registry.runs(grid_name="views")}
 
 
 def test_four_trials_run_to_the_end_on_two_slurm_workers(
-    slurm_cluster, postgres_url, tmp_path, capsys
+    slurm_cluster, postgres_url, registry_url, tmp_path, capsys
 ):
     path = _search(tmp_path, postgres_url, trials=4, epochs=2)
-    assert main(_command(path, tmp_path)) == 0
+    assert main(_command(path, tmp_path, db=registry_url)) == 0
     assert "best: trial" in capsys.readouterr().out
 
     trials = optuna.load_study(study_name="views", storage=postgres_url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert [t.user_attrs.get("reference") for t in trials[:2]] == ["baseline", "sslight"]
     assert trials[2].params != trials[3].params
-    rows, attempts = _rows(tmp_path), _attempts(tmp_path)
+    rows, attempts = _rows(tmp_path, registry_url), _attempts(tmp_path, registry_url)
     for trial in trials:
         key = trial.user_attrs["registry_key"]
         assert rows[key].status == "finished" and rows[key].result["knn_top1"] == trial.value

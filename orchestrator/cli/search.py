@@ -105,11 +105,16 @@ def register_search(registry: Registry, search: Search) -> int:
 
 
 def _reconciled(registry: Registry, search: Search, study: Any) -> Any:
+    """The study's tally once dead workers' trials are queued again: those whose job ended
+    (reconcile) and, in a database, those whose heartbeat stopped."""
     from orchestrator.execution.reconcile import reconcile
     from orchestrator.search.recovery import sync_rows
-    from orchestrator.search.study import tally
+    from orchestrator.search.study import fail_stale, study_lock, tally
 
     reconcile(registry, search.name)
+    if search.uses_database:
+        with study_lock(registry, search.name):
+            fail_stale(study)
     sync_rows(registry, search, study)
     return tally(study)
 

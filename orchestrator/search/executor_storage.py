@@ -3,10 +3,10 @@
 Local and debug workers run on this machine: any storage works. SLURM workers run on the
 cluster's nodes and need a database server that every node reaches (``postgresql://...``,
 ``mysql://...``): a journal file or an SQLite file is shared only through file locks, which
-network file systems do not all honour, and neither records heartbeats, so a worker the scheduler
-killed would be noticed only through SLURM's accounting (``sacct``), which not every cluster
-offers. With a database the surviving workers fail a silent trial after ``heartbeat.grace``
-seconds and queue it again with its parameters (orchestrator/search/study.py).
+network file systems do not all honour, and neither records heartbeats. With a database, the
+trial of a worker the scheduler killed is failed and queued again with its parameters once its
+job has ended (reconcile) or its heartbeat is ``heartbeat.grace`` seconds old
+(orchestrator/search/study.py).
 """
 
 from __future__ import annotations
