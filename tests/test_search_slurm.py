@@ -124,35 +124,70 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def test_a_worker_killed_with_scancel_has_its_trial_retried_with_its_params(
-    slurm_cluster, postgres_url, tmp_path
-):
-    heartbeat = {"interval": 2, "grace": 10}
-    path = _search(tmp_path, postgres_url, trials=2, epochs=20, heartbeat=heartbeat)
+def _interrupt_trial_0(tmp_path: Path, storage: str, interrupt) -> object:
+    """Run a 2-trial search on 2 SLURM workers, ``interrupt(job_id, jobs_folder)`` the worker of
+    trial 0 once it checkpointed, and check that the search still ends cleanly with trial 0
+    retried: same parameters, same directory, resumed from the checkpoint (no epoch twice).
+    Return trial 0's registry row."""
+    heartbeat = {"interval": 2, "grace": 30}
+    path = _search(tmp_path, storage, trials=2, epochs=20, heartbeat=heartbeat)
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(main(_command(path, tmp_path))))
     runner.start()
-    checkpoint = tmp_path / "runs" / "views" / "trials" / "t000" / "checkpoints" / "last.pt"
-    _wait_for(checkpoint.exists, 180, "trial 0's first checkpoint")
-    study = optuna.load_study(study_name="views", storage=postgres_url)
+    workdir = tmp_path / "runs" / "views"
+    _wait_for((workdir / "trials/t000/checkpoints/last.pt").exists, 300, "trial 0's checkpoint")
+    study = optuna.load_study(study_name="views", storage=storage)
     [attempt] = _attempts(tmp_path)[study.trials[0].user_attrs["registry_key"]]
-    subprocess.run(["scancel", attempt.job_id], check=True)  # the worker dies mid-trial
+    interrupt(attempt.job_id, workdir / "jobs")  # mid-trial: 20 epochs, one done
     runner.join(timeout=300)
     assert not runner.is_alive() and codes == [0]
 
-    trials = optuna.load_study(study_name="views", storage=postgres_url).trials
-    killed = trials[0]
+    trials = optuna.load_study(study_name="views", storage=storage).trials
+    first = trials[0]
     [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
-    assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
-    assert retry.params == killed.params and killed.user_attrs["reference"] == "baseline"
-    assert sorted(t.state for t in trials if t is not killed) == [TrialState.COMPLETE] * 2
+    assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.params == first.params and first.user_attrs["reference"] == "baseline"
+    assert sorted(t.state for t in trials if t is not first) == [TrialState.COMPLETE] * 2
     rows = _rows(tmp_path)
-    dead, rerun = rows[killed.user_attrs["registry_key"]], rows[retry.user_attrs["registry_key"]]
+    dead, rerun = rows[first.user_attrs["registry_key"]], rows[retry.user_attrs["registry_key"]]
     assert dead.status == "cancelled" and f"retried as trial {retry.number}" in dead.error
     assert rerun.status == "finished" and rerun.output_dir == dead.output_dir
     lines = (Path(rerun.output_dir) / "metrics.jsonl").read_text().splitlines()
     epochs = [e["epoch"] for e in map(json.loads, lines) if e.get("type") == "epoch"]
     assert sorted(epochs) == list(range(20))  # resumed from the checkpoint, no epoch twice
+    return dead
+
+
+def test_a_worker_killed_with_scancel_has_its_trial_retried_with_its_params(
+    slurm_cluster, postgres_url, tmp_path
+):
+    def kill(job_id: str, jobs: Path) -> None:  # SIGTERM, then SIGKILL: no word from the job
+        subprocess.run(["scancel", job_id], check=True)
+
+    dead = _interrupt_trial_0(tmp_path, postgres_url, kill)
+    with root_registry(tmp_path) as registry:
+        [attempt] = registry.attempts(dead.key)
+    assert attempt.state == "lost" and "CANCELLED" in attempt.error_tail
+
+
+def test_a_preempted_worker_queues_its_trial_again_and_is_requeued(
+    slurm_cluster, postgres_url, tmp_path
+):
+    import submitit
+
+    preempted: list[str] = []
+
+    def preempt(job_id: str, jobs: Path) -> None:  # what SLURM sends before preempting
+        submitit.SlurmJob(folder=jobs, job_id=job_id)._interrupt()
+        preempted.append(job_id)
+
+    dead = _interrupt_trial_0(tmp_path, postgres_url, preempt)
+    with root_registry(tmp_path) as registry:
+        [attempt] = registry.attempts(dead.key)
+        assert attempt.state == "preempted" and "retried as trial" in dead.error
+    [job_id] = preempted
+    log = next((tmp_path / "runs/views/jobs").glob(f"{job_id}_0_log.err")).read_text()
+    assert f"Requeued job {job_id}" in log  # the worker itself goes on after the requeue
 
 
 @pytest.mark.parametrize(
