@@ -105,11 +105,12 @@ def parse_resources(raw: Any, source: str) -> StageResources:
         )
     default_raw = raw.get(DEFAULT) or {}
     default = _block(default_raw, source, f"resources.{DEFAULT}")
-    stages = {
-        str(name): _block({**default_raw, **(block or {})}, source, f"resources.{name}")
-        for name, block in raw.items()
-        if name != DEFAULT
-    }
+    stages = {}
+    for name, block in raw.items():
+        if name == DEFAULT:
+            continue
+        _block(block or {}, source, f"resources.{name}")  # its own type and keys, located
+        stages[str(name)] = _block({**default_raw, **(block or {})}, source, f"resources.{name}")
     return StageResources(default=default, stages=stages)
 
 
