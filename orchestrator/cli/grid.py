@@ -42,7 +42,9 @@ def run_grid(args: argparse.Namespace) -> int:
             print(format_cells(grid))
         return ExitCode.OK
     from orchestrator.execution.submit import grid_cells, register_grid, submit
+    from orchestrator.grid.preflight import preflight
 
+    preflight(grid)
     with open_registry_for(args) as registry:
         register_grid(registry, grid)
         submitted = submit(
