@@ -22,8 +22,9 @@ from pathlib import Path
 from sslight.engine.checkpoint import save_checkpoint
 directory, writer = Path(sys.argv[1]), int(sys.argv[2])
 sys.stdin.readline()  # both writers start together
+weights = {"w": torch.full((1 << 20,), float(writer))}  # 4 MB: writes that overlap
 for step in range(30):
-    save_checkpoint({"model": {"w": torch.full((1 << 20,), float(writer))}, "step": step}, directory)
+    save_checkpoint({"model": weights, "step": step}, directory)
 """
 
 
