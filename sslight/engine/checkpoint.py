@@ -8,6 +8,7 @@ truncated or corrupt ``last.pt`` falls back to it with a warning instead of rest
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -68,7 +69,7 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if last.exists():
+        with contextlib.suppress(FileNotFoundError):  # none yet, or another writer moved it
             os.replace(last, directory / PREVIOUS)
         os.replace(tmp, last)
     except BaseException:
