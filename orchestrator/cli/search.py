@@ -10,7 +10,9 @@ baseline and SSLight points. Running the command again continues the study: ``--
 an interrupted search finishes what is left and a finished one only prints its summary.
 
 The command submits ``--workers`` jobs and waits for them; when workers died it reconciles
-(their trials are queued again) and starts another round, at most ``MAX_ROUNDS`` times.
+(their trials are queued again) and starts another round, at most ``MAX_ROUNDS`` times. SLURM
+workers go out as one array and need a database storage every node reaches (``storage:
+postgresql://...``; anything else is exit 2, orchestrator/search/executor_storage.py).
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ def add_command(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.grid.preflight import check_paths
+    from orchestrator.search.executor_storage import check_storage
     from orchestrator.search.spec import load_search
     from orchestrator.search.study import exhausted, open_study
     from orchestrator.search.summary import summary_lines
 
     search = load_search(args.file, args.overrides, workdir=args.workdir, trials=args.trials)
+    check_storage(search, args.executor)
     workers = args.workers or search.workers
     if workers is not None and workers < 1:
         raise ConfigError("command line", "--workers", f"must be at least 1, got {workers}")
@@ -104,11 +108,16 @@ def register_search(registry: Registry, search: Search) -> int:
 
 
 def _reconciled(registry: Registry, search: Search, study: Any) -> Any:
+    """The study's tally once dead workers' trials are queued again: those whose job ended
+    (reconcile) and, in a database, those whose heartbeat stopped."""
     from orchestrator.execution.reconcile import reconcile
     from orchestrator.search.recovery import sync_rows
-    from orchestrator.search.study import tally
+    from orchestrator.search.study import fail_stale, study_lock, tally
 
     reconcile(registry, search.name)
+    if search.uses_database:
+        with study_lock(registry, search.name):
+            fail_stale(study)
     sync_rows(registry, search, study)
     return tally(study)
 
@@ -129,7 +138,11 @@ def _run_workers(
     from orchestrator.search.worker import SearchWorker
 
     executor = make_executor(kind, Path(search.workdir) / "jobs", search.resources)
-    threads = max(1, (os.cpu_count() or 1) // count) if kind == "local" else None
+    threads = None  # debug: the threads of this process
+    if kind == "local":
+        threads = max(1, (os.cpu_count() or 1) // count)
+    elif kind == "slurm":  # torch would take every core of the node, not the job's share
+        threads = search.resources.cpus_per_task
     workers = [
         SearchWorker(search.to_spec(), grid_id, registry.url, kind, threads, tracking_uri)
         for _ in range(count)

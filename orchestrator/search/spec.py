@@ -12,6 +12,7 @@ Format::
     pruner: median            # median | hyperband | threshold | none, or {kind: median, ...}
     storage: null             # default: a journal file <workdir>/study.journal (one machine);
                               # a database URL (postgresql://...) for workers on many machines
+                              # (--executor slurm needs one: search/executor_storage.py)
     heartbeat: {interval: 60, grace: 180}  # database storages only: seconds between heartbeats,
                               # and of silence after which a trial is failed and retried
     space: {...}              # the four view parameters (orchestrator/search/space.py)
