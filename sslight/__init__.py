@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "pretrain_key": "sslight.config.identity",
     "config_to_dict": "sslight.config.load",
     "export_run": "sslight.weights.export",
+    "input_paths": "sslight.inputs",
     "load_config": "sslight.config.load",
     "load_yaml": "sslight.config.load",
     "resolve": "sslight.config.load",

@@ -130,8 +130,8 @@ def test_imagenet_grids_use_the_seed_recipes_and_paper_settings(imagenet: str, p
 def test_table1_stages_and_resources(imagenet: str) -> None:
     grid = load_grid(TABLE1)
     assert {tuple(c.config.stages) for c in grid.cells} == {("pretrain", "knn", "linear")}
-    r = grid.resources
-    assert (r.nodes, r.tasks_per_node, r.gpus_per_node) == (1, 8, 8)
+    r = grid.resources.for_stages(["pretrain"])
+    assert (r.nodes, r.tasks_per_node, r.gpus_per_node, r.time_min) == (1, 8, 8, 1440)
     assert r.partition is None  # ${SLURM_PARTITION:-} unset: the cluster's default
 
 
@@ -151,7 +151,7 @@ def test_table2_is_dino_cnns_with_semi_supervised_stages(imagenet: str) -> None:
         assert (cfg.eval.detection.max_iters, cfg.eval.detection.steps) == (90000, [60000, 80000])
         assert (cfg.eval.semi.fractions, cfg.eval.semi.epochs) == ([0.01, 0.1], [60, 30])
         assert not cfg.eval.semi.split_dir  # stratified subsets unless IMAGENET_SEMI_SPLITS
-    assert grid.resources.gpus_per_node == 8
+    assert grid.resources.for_stages(["detection"]).gpus_per_node == 8
 
 
 def test_table2_semi_splits_from_the_environment(

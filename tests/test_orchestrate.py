@@ -92,7 +92,10 @@ def test_two_concurrent_invocations_never_submit_a_cell_twice(tmp_path):
         assert {r.status for r in registry.runs()} == {"finished"}
 
 
-def test_a_failing_cell_is_recorded_and_resume_finishes_it(tmp_path, capsys):
+def test_a_failing_cell_is_recorded_and_resume_finishes_it(tmp_path, capsys, monkeypatch):
+    # A dataset the job fetches itself (pre-flight checks only the folders a grid names) is
+    # missing where the job runs: neither under data.root, nor packaged, nor downloadable.
+    monkeypatch.setenv("SSLIGHT_FASHION_MNIST_DEB_DIR", "/nonexistent")
     grid = _grid(tmp_path, policies=("sslight",))
     root = str(tmp_path / "runs")
     assert (
@@ -105,7 +108,8 @@ def test_a_failing_cell_is_recorded_and_resume_finishes_it(tmp_path, capsys):
                 "--executor",
                 "debug",
                 "data.root=/nonexistent",
-                "data.dataset=image_folder",
+                "data.dataset=fashion_mnist",
+                "data.download=false",
             ]
         )
         == 1

@@ -2,14 +2,22 @@
 
 Arrays, preemption with requeue, a job killed with scancel found lost and resumed, and a 2-task
 data-parallel job rendezvousing through submitit's TorchDistributedEnvironment.
+
+Nothing here depends on the machine's speed: jobs are interrupted by signal once they have
+trained a step (never after a fixed time), their SLURM limit is far above their work (an hour
+for at most a few dozen tiny steps, so the scheduler never times one out, however slow), and the
+tests wait on a job for as long as it makes progress (``wait_while_progressing``).
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 import yaml
 from registry_helpers import root_registry
@@ -19,7 +27,12 @@ from orchestrator.cli import main
 from orchestrator.grid.spec import load_grid
 
 TINY = TINY_RUN
-RESOURCES = {"time_min": 10, "cpus_per_task": 1, "partition": "debug"}
+# An hour: never reached by this work. It matters beyond the scheduler: submitit counts a USR2 as
+# a timeout when the job has run min(0.8 T, T - 10 min) of its limit T, which for T = 10 min is
+# from its first second, and it requeues a job 3 times after timeouts; under 10 minutes three
+# interrupts were three timeouts and SLURM's own warning on a slow machine was one too many.
+RESOURCES = {"time_min": 60, "cpus_per_task": 1, "partition": "debug"}
+STALL_S = 240  # a job that shows no progress for this long is stuck, on any machine
 
 
 def _grid_file(tmp_path: Path, name: str, axes: dict, train: dict | None = None) -> Path:
@@ -46,6 +59,36 @@ def _wait_for(predicate, timeout: float = 180, every: float = 1.0) -> None:
             return
         time.sleep(every)
     raise AssertionError("timed out waiting for the cluster")
+
+
+def job_progress(tmp_path: Path, key: str, grid: Any) -> tuple:
+    """What changes while a cell's jobs do anything: its attempts and their states, the logs of
+    the grid's jobs, the run's metrics and checkpoint."""
+    with root_registry(tmp_path) as registry:
+        attempts = tuple((a.job_id, a.state) for a in registry.attempts(key))
+    output_dir = Path(grid.cells[0].output_dir)
+    files = [*Path(grid.workdir, "jobs").rglob("*.err"), output_dir / "metrics.jsonl"]
+    checkpoint = output_dir / "checkpoints" / "last.pt"
+    return (
+        attempts,
+        tuple(path.stat().st_size for path in files if path.exists()),
+        checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0,
+    )
+
+
+def wait_while_progressing(
+    done: Callable[[], bool], progress: Callable[[], Any], what: str, every: float = 0.5
+) -> None:
+    """Wait until ``done()``; fail only when ``progress()`` stays the same for ``STALL_S``: the
+    wait lasts as long as the work does, on a quiet machine or a busy one."""
+    last, since = progress(), time.monotonic()
+    while not done():
+        time.sleep(every)
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > STALL_S:
+            pytest.fail(f"{what}: no progress for {STALL_S} s (last seen: {now})")
 
 
 def _run_status(tmp_path: Path, key: str) -> str:
@@ -80,11 +123,19 @@ def _checkpointed(grid) -> bool:
     return (Path(grid.cells[0].output_dir) / "checkpoints" / "last.pt").exists()
 
 
+def _waiter(tmp_path: Path, grid: Any, key: str) -> Callable[[Callable[[], bool], str], None]:
+    """``wait(done, what)``: wait on the cell's jobs while they make progress."""
+    return lambda done, what: wait_while_progressing(
+        done, lambda: job_progress(tmp_path, key, grid), what
+    )
+
+
 def test_a_preempted_job_requeues_and_finishes_from_its_checkpoint(slurm_cluster, tmp_path):
-    grid, submission = _submit_one(tmp_path, "preempt", {"epochs": 30, "max_steps_per_epoch": 2})
-    _wait_for(lambda: _checkpointed(grid))
+    grid, submission = _submit_one(tmp_path, "preempt", {"epochs": 8, "max_steps_per_epoch": 2})
+    wait = _waiter(tmp_path, grid, submission.key)
+    wait(lambda: _checkpointed(grid), "the first checkpoint")
     submission.job._interrupt()  # SIGTERM + USR2, as the scheduler does before preempting
-    _wait_for(lambda: _run_status(tmp_path, submission.key) == "finished", timeout=300)
+    wait(lambda: _run_status(tmp_path, submission.key) == "finished", "the requeued job")
     with root_registry(tmp_path) as registry:
         states = [a.state for a in registry.attempts(submission.key)]
     assert states[0] == "preempted" and states[-1] == "finished", states
@@ -93,8 +144,9 @@ def test_a_preempted_job_requeues_and_finishes_from_its_checkpoint(slurm_cluster
 
 
 def test_a_cell_killed_with_scancel_is_lost_and_resume_finishes_it(slurm_cluster, tmp_path, capsys):
-    grid, submission = _submit_one(tmp_path, "scancel", {"epochs": 30, "max_steps_per_epoch": 2})
-    _wait_for(lambda: _checkpointed(grid))
+    grid, submission = _submit_one(tmp_path, "scancel", {"epochs": 8, "max_steps_per_epoch": 2})
+    wait = _waiter(tmp_path, grid, submission.key)
+    wait(lambda: _checkpointed(grid), "the first checkpoint")
     subprocess.run(["scancel", str(submission.job.job_id)], check=True)
 
     def lost() -> bool:
@@ -106,7 +158,7 @@ def test_a_cell_killed_with_scancel_is_lost_and_resume_finishes_it(slurm_cluster
     with root_registry(tmp_path) as registry:
         assert "CANCELLED" in registry.run(submission.key).error
     assert main(["resume", "--root", str(tmp_path / "runs"), "--executor", "slurm"]) == 0
-    _wait_for(lambda: _run_status(tmp_path, submission.key) == "finished", timeout=300)
+    wait(lambda: _run_status(tmp_path, submission.key) == "finished", "the resumed job")
 
 
 def test_a_two_task_job_trains_data_parallel_with_identical_weights(slurm_cluster, tmp_path):

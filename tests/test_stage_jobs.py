@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import mlflow
-import pytest
 import torch
 import yaml
 from registry_helpers import root_registry

@@ -98,7 +98,8 @@ def test_table2_under_table1s_registry_shares_its_six_pretrainings(
         twin = by_name[f"dino-{cell['name']}"]
         assert cell["pretrain_key"] == twin["pretrain_key"]
         pretraining, *evaluations = cell["stage_plan"]
-        assert pretraining["kind"] == "pretrain" and pretraining["state"] == "shared (table1: finished)"
+        assert pretraining["kind"] == "pretrain"
+        assert pretraining["state"] == "shared (table1: finished)"
         assert not pretraining["submit"] and pretraining["gpu_hours"] == 0
         assert [e["stages"] for e in evaluations] == [
             ["knn", "linear"],

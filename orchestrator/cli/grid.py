@@ -39,7 +39,9 @@ def run_grid(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(args, grid)
     from orchestrator.execution.submit import register_grid, submit
+    from orchestrator.grid.preflight import preflight
 
+    preflight(grid)
     with open_registry_for(args) as registry:
         keys = register_grid(registry, grid)
         submitted = submit(

@@ -54,6 +54,7 @@ def add_command(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.grid.preflight import check_paths
     from orchestrator.search.executor_storage import check_storage
     from orchestrator.search.spec import load_search
     from orchestrator.search.study import exhausted, open_study
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if workers is not None and workers < 1:
         raise ConfigError("command line", "--workers", f"must be at least 1, got {workers}")
     workers = workers or (local_parallelism() if args.executor == "local" else 1)
+    references = search.references.items()
+    check_paths(search.source, [(f"{n} trial", search.trial_config(p, "")) for n, p in references])
     started = time.time()
     with open_registry_for(args) as registry:
         if search.storage == registry.url:

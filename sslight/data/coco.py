@@ -24,10 +24,9 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from sslight.data.sources import DataRootError
+from sslight.inputs import COCO_LAYOUT
 
 log = logging.getLogger(__name__)
-
-COCO_LAYOUT = "ROOT/annotations/instances_<split>.json and ROOT/<split>/<file_name>"
 
 
 def load_coco(annotation_file: Path) -> COCO:

@@ -28,17 +28,16 @@ from sslight.engine.rundir import RunDir
 from sslight.evaluation.coco_eval import coco_ap, predict
 from sslight.evaluation.detection_model import build_detector
 from sslight.evaluation.detection_train import train_detector
+from sslight.inputs import SYNTHETIC_COCO
 from sslight.models.backbones import backbone_spec, detection_backbones
 
 log = logging.getLogger(__name__)
-
-SYNTHETIC = "synthetic"
 
 
 def detection_data(det: Any, masks: bool) -> tuple[CocoDetection, CocoDetection]:
     """Train and val splits of ``eval.detection.data_root`` (the synthetic set when unset); val
     items carry no masks: COCOeval reads the ground truth from the annotation file."""
-    if det.data_root in (None, "", SYNTHETIC):
+    if det.data_root in (None, "", SYNTHETIC_COCO):
         root = ensure_synthetic_coco(det.synthetic_canvas_size, tuple(det.synthetic_images))
         splits = ("train", "val")
     else:
