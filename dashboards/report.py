@@ -61,7 +61,7 @@ def _summary(grid: GridView, runs: Sequence[RunView]) -> str:
 
 def grid_report(registry: Registry, grid: GridView, out_dir: Path, files: RunFiles) -> Part:
     """One grid's section: its paper tables and plots (unless it is a search), then sections."""
-    runs = registry.runs(grid_name=grid.name)
+    runs = registry.runs(grid_name=grid.name, kinds=("cell",))
     part = Part()
     summary = _summary(grid, runs)
     part.add(

@@ -68,7 +68,7 @@ def sections() -> dict[str, SectionBuilder]:
 def problems(registry: Registry, grid: GridView, out_dir: Path) -> Section | None:
     """Cells that failed, were lost or collapsed, with the first line of why."""
     lines: list[tuple[str, str, str]] = []
-    for run in registry.runs(grid_name=grid.name):
+    for run in registry.runs(grid_name=grid.name, kinds=("cell",)):
         collapse, note = (run.result or {}).get("collapse"), collapse_note(run)
         if note:
             reason = collapse.get("reason", "") if isinstance(collapse, dict) else ""

@@ -205,8 +205,10 @@ class Registry(AttemptRecords):
         grid_name: str | None = None,
         statuses: Iterable[str] | None = None,
         keys: Iterable[str] | None = None,
+        kinds: Iterable[str] | None = None,
     ) -> list[RunView]:
-        """Runs, optionally of one grid, in some statuses, or with some keys; in creation order."""
+        """Runs, optionally of one grid, in some statuses, with some keys or of some kinds
+        (``cell``: a grid's cells, not their pretraining and stage jobs); in creation order."""
         query = select(Run, Grid.name).join(Grid).order_by(Run.id)
         if grid_name is not None:
             query = query.where(Grid.name == grid_name)
@@ -214,6 +216,8 @@ class Registry(AttemptRecords):
             query = query.where(Run.status.in_([str(status) for status in statuses]))
         if keys is not None:
             query = query.where(Run.key.in_(list(keys)))
+        if kinds is not None:
+            query = query.where(Run.kind.in_(list(kinds)))
         return self._tx(
             lambda s: [view(RunView, r, grid=g) for r, g in s.execute(query)], write=False
         )

@@ -35,8 +35,9 @@ def _store(root: Path) -> str:
 
 
 def _cell(root: Path):
+    """The pretraining job of a one-cell grid: the run whose directory holds the curves."""
     with open_registry(resolve_url(None, str(root))) as registry:
-        [run] = registry.runs()
+        [run] = [r for r in registry.runs() if r.kind == "pretrain"]
     return run
 
 

@@ -56,7 +56,7 @@ def export_cells(args: argparse.Namespace) -> int:
 
     with open_registry_for(args) as registry:
         require_known_grid(registry, args.grid)
-        runs = _select(registry.runs(grid_name=args.grid), args.cells)
+        runs = _select(registry.runs(grid_name=args.grid, kinds=("cell",)), args.cells)
     rows, exported = [["grid", "cell", "export"]], 0
     for run in runs:
         if not _exportable(run):

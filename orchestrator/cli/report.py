@@ -28,6 +28,7 @@ def report(args: argparse.Namespace) -> int:
     from dashboards.report import RunFiles, write_report
     from db import mask_url
     from orchestrator.execution.reconcile import reconcile
+    from orchestrator.execution.shared_pretraining import cell_metrics
     from orchestrator.search import report_section  # noqa: F401  (registers the search section)
 
     with open_registry_for(args) as registry:
@@ -49,7 +50,7 @@ def report(args: argparse.Namespace) -> int:
         else:
             out = Path(args.root) / "report"
         files = RunFiles(
-            metrics=lambda run: RunDir(run.output_dir).metrics,
+            metrics=lambda run: cell_metrics(run.output_dir),
             report_dir=lambda run: RunDir(run.output_dir).report,
         )
         written = write_report(registry, grids, out, files)
