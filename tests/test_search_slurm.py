@@ -11,7 +11,6 @@ import json
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +18,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from registry_helpers import root_registry
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from registry_helpers import fresh_database, root_registry
 from tiny import TINY_RUN
 
 from db import open_registry
@@ -59,16 +56,8 @@ def _search(tmp_path: Path, storage: str, trials: int, epochs: int, **changes) -
 @pytest.fixture
 def registry_url(postgres_server: str) -> Iterator[str]:
     """A second fresh PostgreSQL database, for the registry (the study has postgres_url's)."""
-    name = f"sslight_r_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with fresh_database(postgres_server, "sslight_r") as url:
+        yield url
 
 
 def _command(path: Path, tmp_path: Path, db: str | None = None) -> list[str]:
