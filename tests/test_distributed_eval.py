@@ -1,0 +1,145 @@
+"""Data-parallel evaluations: ``sslight run`` in two gloo processes (torchrun, CPU) scores what one
+process scores with the same global batch, and the COCO transfer trains and evaluates.
+
+Two processes and one see the same global batches; only floating-point summation order differs
+(gradients averaged over the ranks, features gathered). The ViT has no batch norm, whose
+statistics stay per process on CPUs (PyTorch's SyncBatchNorm needs GPUs), so the comparison is
+tight: k-NN scores are equal, and linear and fine-tuned weights agree to ``WEIGHT_ATOL`` and their
+accuracies to ``ACCURACY_TOL`` percentage points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import sslight
+from sslight.config.load import config_to_dict
+from sslight.engine.checkpoint import load_checkpoint
+from sslight.engine.trainer import pretrain
+from sslight.evaluation import classifier as classifier_module
+from sslight.evaluation.semi import semi_supervised
+from sslight.weights.eval_backbone import load_eval_backbone
+
+WORKER = Path(__file__).with_name("ddp_eval_worker.py")
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+CPU = torch.device("cpu")
+WEIGHT_ATOL = 1e-6  # observed: 2e-8 (linear head), 7e-9 (fine-tuned ViT)
+ACCURACY_TOL = 1e-6  # percentage points: every validation image is classified alike
+EVALUATIONS = {
+    "knn": {"k": [1, 5], "monitor": False},
+    "linear": {"epochs": 2, "batch_size": 16, "cached_features": True, "base_lr": 0.5},
+    "semi": {"fractions": [0.25], "epochs": [2], "batch_size": 8, "base_lr": 0.5},
+    "floors": False,
+}
+STAGES = ["pretrain", "knn", "linear", "semi_25"]
+
+
+def _torchrun(cfg, tmp_path: Path) -> subprocess.CompletedProcess:
+    config = tmp_path / f"{Path(cfg.output_dir).name}.yaml"
+    config.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    command = [
+        sys.executable,
+        *("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
+        str(WORKER),
+        str(config),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _result(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_semi_after_one_epoch(cfg, run_dir: Path, monkeypatch) -> None:
+    """Fine-tune one of the two epochs in one process and stop, as a preempted job does."""
+    real_save = classifier_module.save_checkpoint
+
+    def save_then_stop(state, directory):
+        real_save(state, directory)
+        raise _Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(classifier_module, "save_checkpoint", save_then_stop)
+        with pytest.raises(_Interrupted):
+            semi_supervised(load_eval_backbone(cfg, run_dir, CPU), cfg, 0.25, 2, run_dir, CPU)
+
+
+def test_two_processes_score_the_evaluations_as_one_does(make_run, tmp_path, monkeypatch):
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    cfg = make_run(one_dir, backbone="vit_tiny", eval=EVALUATIONS, stages=STAGES)
+    pretrain(cfg)  # both runs evaluate these very weights
+    shutil.copytree(one_dir, two_dir)
+    two_cfg = cfg.model_copy(update={"output_dir": str(two_dir)})
+    _interrupt_semi_after_one_epoch(two_cfg, two_dir, monkeypatch)  # two processes resume it
+
+    one = sslight.run(cfg)
+    done = _torchrun(two_cfg, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = _result(two_dir)
+
+    assert all(two["stages"][stage]["status"] == "done" for stage in STAGES)
+    assert {k: two[k] for k in one if k.startswith("knn_")} == {
+        k: one[k] for k in one if k.startswith("knn_")
+    }
+    for key in ("linear_top1", "linear_top5", "linear_top1_last", "semi_25_top1", "semi_25_top5"):
+        assert abs(two[key] - one[key]) <= ACCURACY_TOL, key
+    for stage in ("linear", "semi_25"):
+        a = load_checkpoint(one_dir / "checkpoints" / stage)
+        b = load_checkpoint(two_dir / "checkpoints" / stage)
+        assert a["epoch"] == b["epoch"] == 2
+        worst = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
+        assert worst <= WEIGHT_ATOL, f"{stage}: weights differ by {worst}"
+    pretrained = load_eval_backbone(cfg, one_dir, CPU).state_dict()
+    tuned = load_checkpoint(two_dir / "checkpoints" / "semi_25")["model"]
+    moved = max((tuned[f"features.{k}"] - v).abs().max().item() for k, v in pretrained.items())
+    assert moved > 1000 * WEIGHT_ATOL  # fine-tuning moved the network far more than that
+    assert (two_dir / "semi_25_subset.txt").read_text() == (
+        one_dir / "semi_25_subset.txt"
+    ).read_text()
+    assert not list(two_dir.rglob("*.tmp"))
+
+
+@pytest.mark.skipif(not FASHION_MNIST.exists(), reason=f"{FASHION_MNIST} missing")
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
+def test_two_processes_train_and_evaluate_detection(make_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLIGHT_DATA_DIR", str(tmp_path / "datasets"))
+    detection = {
+        "synthetic_canvas_size": 64,
+        "synthetic_images": [8, 3],
+        "max_iters": 2,
+        "batch_size": 4,
+        "steps": [1],
+        "warmup_iters": 1,
+        "min_size_train": [64],
+        "min_size_test": 64,
+        "max_size": 64,
+        "rpn_batch_size_per_image": 32,
+        "roi_batch_size_per_image": 32,
+        "rpn_proposals_test": 50,
+        "detections_per_image": 10,
+    }
+    run_dir = tmp_path / "det"
+    cfg = make_run(run_dir, eval={"detection": detection}, stages=["pretrain", "detection"])
+    done = _torchrun(cfg, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    result = _result(run_dir)
+    assert result["stages"]["detection"]["status"] == "done"
+    assert all(0 <= result[f"detection_box_{k}"] <= 100 for k in ("ap", "ap50", "ap75"))
+    lines = (run_dir / "detection_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2]  # one writer
+    assert load_checkpoint(run_dir / "checkpoints" / "detection")["iteration"] == 2
