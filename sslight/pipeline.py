@@ -49,7 +49,7 @@ def run(
     ``on_stage(name)`` is called as each stage starts (the orchestrator records it);
     ``on_epoch(summary)`` after each pretraining epoch (see ``engine.trainer.pretrain``)."""
     run_dir = RunDir(cfg.output_dir)
-    with joined(wants_cuda(cfg.train)) as env:  # every rank runs every stage; rank 0 records
+    with joined(lambda: wants_cuda(cfg.train)) as env:  # every rank runs every stage
         _on_main(env, lambda: _check_run(cfg, run_dir))
         for name in cfg.stages:
             done = run_dir.read_result().get("stages", {}).get(name, {}) if env.is_main else {}

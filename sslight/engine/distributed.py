@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,11 +80,12 @@ def current_env() -> DistEnv:
 
 
 @contextlib.contextmanager
-def joined(use_cuda: bool) -> Iterator[DistEnv]:
+def joined(use_cuda: Callable[[], bool]) -> Iterator[DistEnv]:
     """The process group of the environment for the duration: joined here when the caller has not
-    joined it yet (and then left again on exit), else the caller's."""
+    joined it yet (and then left again on exit; ``use_cuda()`` picks NCCL or gloo), else the
+    caller's."""
     created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    env = init_distributed(use_cuda) if created else current_env()
+    env = init_distributed(use_cuda()) if created else current_env()
     try:
         yield env
     finally:

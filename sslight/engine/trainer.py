@@ -47,7 +47,7 @@ def pretrain(cfg: BaseModel, on_epoch: EpochHook | None = None) -> dict[str, Any
     line, k-NN monitor included) is written and checkpointed; an exception it raises ends
     training there (an Optuna pruner does this), leaving a resumable checkpoint behind.
     """
-    with joined(wants_cuda(cfg.train)) as env:  # the group of ``sslight run``, or its own
+    with joined(lambda: wants_cuda(cfg.train)) as env:  # ``sslight run``'s group, or its own
         return _pretrain(cfg, env, on_epoch)
 
 

@@ -10,15 +10,12 @@ shards, one per rank, so rows gathered in rank order come back in the dataset's 
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sslight.engine.distributed import DistEnv
-
-log = logging.getLogger(__name__)
+from sslight.engine.sync_batch_norm import convert_cpu_sync_batchnorm
 
 
 def per_rank_batch(global_batch: int, env: DistEnv, key: str) -> int:
@@ -60,12 +57,11 @@ def sync_buffers(model: nn.Module, env: DistEnv) -> None:
 
 
 def sync_batch_norm(model: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:
-    """``model`` with ``SyncBatchNorm`` (statistics over the global batch, as the seed fine-tunes)
-    when distributed on GPUs; PyTorch's SyncBatchNorm has no CPU kernel, so on CPUs each rank
-    normalises its own share of the batch."""
+    """``model`` with its batch norm computed over the global batch when distributed, as the seed
+    fine-tunes: ``SyncBatchNorm`` on GPUs, ``CpuSyncBatchNorm`` on CPUs (where PyTorch's has no
+    kernel). Unchanged for a single process."""
     if not env.enabled:
         return model
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    log.info("SyncBatchNorm needs GPUs: BatchNorm statistics stay per process on CPU")
-    return model
+    return convert_cpu_sync_batchnorm(model)

@@ -10,9 +10,9 @@ to ``checkpoints/<stage>/`` (the stage resumes from there) and its loss log to
 ``<stage>_log.jsonl``.
 
 In a distributed run every rank trains on its share of each aspect-ratio grouped global batch
-(``eval.detection.batch_size``, DistributedDataParallel; SyncBatchNorm on GPUs unless
-``freeze_bn``) and predicts a contiguous shard of the validation images; rank 0 gathers the
-predictions, scores them and writes log and checkpoints.
+(``eval.detection.batch_size``, DistributedDataParallel; batch norm over the global batch unless
+``freeze_bn``, sslight/evaluation/data_parallel.py) and predicts a contiguous shard of the
+validation images; rank 0 gathers the predictions, scores them and writes log and checkpoints.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ SSLight seed repo: 1 % of ImageNet for 60 epochs or 10 % for 30, SGD Nesterov, l
 a split directory the labelled subset is class-stratified and seeded with the run's seed, taken
 from the images the run pretrained on (``data.train_subset``). In a distributed run each rank
 fine-tunes on its share of every global batch (``eval.semi.batch_size``) with the batch norm
-synchronised over the ranks on GPUs (SyncBatchNorm, as the seed), and rank 0 writes the files.
+computed over the global batch (SyncBatchNorm, as the seed; ``CpuSyncBatchNorm`` on CPUs), and
+rank 0 writes the files.
 """
 
 from __future__ import annotations
