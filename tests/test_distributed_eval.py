@@ -170,3 +170,25 @@ def test_a_run_rank_zero_refuses_stops_every_rank(make_run, tmp_path):
     assert done.returncode != 0
     assert "missing.pt" in done.stderr
     assert "rank 0 refused the run" in done.stderr  # rank 1 stopped too, without waiting
+
+
+def test_a_two_task_slurm_job_runs_linear_evaluation_data_parallel(
+    slurm_cluster, make_run, tmp_path
+):
+    import cloudpickle
+    import ddp_eval_worker  # tests/ is on sys.path under pytest
+    import submitit
+
+    cloudpickle.register_pickle_by_value(ddp_eval_worker)  # the job cannot import tests/
+    linear = {"epochs": 1, "batch_size": 16, "cached_features": True}
+    cfg = make_run(tmp_path / "run", eval={"linear": linear, "floors": False}, stages=STAGES[:3])
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="slurm")
+    executor.update_parameters(
+        tasks_per_node=2, cpus_per_task=1, timeout_min=10, slurm_partition="debug"
+    )
+    job = executor.submit(ddp_eval_worker.run_rank, config_to_dict(cfg))
+    rank0, rank1 = job.results()  # one per task; raises if a task failed
+    assert all(rank0["stages"][stage]["status"] == "done" for stage in STAGES[:3])
+    assert 0 <= rank0["linear_top1"] <= 100 and rank1 == {}
+    assert load_checkpoint(tmp_path / "run" / "checkpoints")["world_size"] == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "linear")["epoch"] == 1
