@@ -25,6 +25,7 @@ import sslight
 from sslight.config.load import config_to_dict
 from sslight.data.coco import TrainBatches
 from sslight.engine.checkpoint import load_checkpoint
+from sslight.engine.sync_batch_norm import convert_cpu_sync_batchnorm
 from sslight.engine.trainer import pretrain
 from sslight.evaluation import classifier as classifier_module
 from sslight.evaluation.semi import semi_supervised
@@ -148,6 +149,65 @@ def test_two_processes_train_and_evaluate_detection(make_run, tmp_path, monkeypa
     lines = (run_dir / "detection_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2]  # one writer
     assert load_checkpoint(run_dir / "checkpoints" / "detection")["iteration"] == 2
+
+
+def _batch_norm_worker(rank: int, world: int, init_file: str, images, out) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        norm = convert_cpu_sync_batchnorm(_seeded_norm())
+        half = images.chunk(world)[rank].requires_grad_(True)
+        normed = norm(half)
+        (normed * _loss_weights(images).chunk(world)[rank]).sum().backward()
+        weight_grad = norm.weight.grad.clone()
+        dist.all_reduce(weight_grad)
+        out["normed"][rank].copy_(normed.detach())
+        out["input_grad"][rank].copy_(half.grad)
+        out["weight_grad"].copy_(weight_grad)
+        out["running_var"].copy_(norm.running_var)
+    finally:
+        dist.destroy_process_group()
+
+
+def _loss_weights(images: torch.Tensor) -> torch.Tensor:
+    """A loss that weighs every output differently, so that every gradient path counts."""
+    return torch.arange(1.0, 1 + images.numel()).view_as(images) / images.numel()
+
+
+def _seeded_norm() -> torch.nn.BatchNorm2d:
+    norm = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    return norm
+
+
+def test_cpu_sync_batch_norm_over_two_processes_is_batch_norm_over_the_whole_batch(tmp_path):
+    """Forward, input and weight gradients (the weight's summed over the ranks) and running
+    statistics: those of one BatchNorm2d on the concatenated batch."""
+    import torch.multiprocessing as mp
+
+    images = torch.randn(6, 3, 4, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    out = {
+        "normed": torch.zeros(2, 3, 3, 4, 5),
+        "input_grad": torch.zeros(2, 3, 3, 4, 5),
+        "weight_grad": torch.zeros(3),
+        "running_var": torch.zeros(3),
+    }
+    for tensor in out.values():
+        tensor.share_memory_()
+    args = (2, str(tmp_path / "init"), images, out)
+    mp.start_processes(_batch_norm_worker, args=args, nprocs=2, start_method="fork")
+
+    norm, whole = _seeded_norm(), images.clone().requires_grad_(True)
+    normed = norm(whole)
+    (normed * _loss_weights(images)).sum().backward()
+    torch.testing.assert_close(out["normed"].reshape_as(normed), normed.detach())
+    torch.testing.assert_close(out["input_grad"].reshape_as(whole), whole.grad)
+    torch.testing.assert_close(out["weight_grad"], norm.weight.grad)
+    torch.testing.assert_close(out["running_var"], norm.running_var)
 
 
 def test_detection_batches_hold_one_aspect_group_and_share_each_global_batch_out():
