@@ -2,23 +2,24 @@
 
 A stage already marked done in ``result.json`` is skipped; pretraining, linear and semi-supervised
 stages resume from their own checkpoints; a failing stage records
-``{"error": {"stage", "message"}}`` and leaves the finished stages untouched.
+``{"error": {"stage", "message"}}`` and leaves the finished stages untouched. In a distributed
+job every rank runs every stage (data-parallel, in one process group joined for the whole run);
+rank 0 alone writes result.json and the export.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from sslight.config.load import config_to_dict
+from sslight.engine.distributed import DistEnv, broadcast_object, joined
 from sslight.engine.monitors import RunCollapsed
 from sslight.engine.rundir import RunDir
-from sslight.engine.runtime import Runtime
-from sslight.engine.trainer import pretrain
+from sslight.engine.runtime import Runtime, wants_cuda
 from sslight.stages.base import EpochHook
 from sslight.stages.names import PRETRAIN
 from sslight.stages.registry import STAGES, stage_fn
@@ -48,19 +49,35 @@ def run(
     ``on_stage(name)`` is called as each stage starts (the orchestrator records it);
     ``on_epoch(summary)`` after each pretraining epoch (see ``engine.trainer.pretrain``)."""
     run_dir = RunDir(cfg.output_dir)
-    if int(os.environ.get("RANK", "0")) != 0:  # other ranks join pretraining; rank 0 does the rest
-        return pretrain(cfg, on_epoch=on_epoch) if PRETRAIN in cfg.stages else {}
+    with joined(lambda: wants_cuda(cfg.train)) as env:  # every rank runs every stage
+        _on_main(env, lambda: _check_run(cfg, run_dir))
+        for name in cfg.stages:
+            done = run_dir.read_result().get("stages", {}).get(name, {}) if env.is_main else {}
+            if broadcast_object(env, done.get("status") == "done"):
+                log.info("stage %s already done; skipping", name)
+                continue
+            _run_stage(cfg, name, run_dir, on_stage, on_epoch, env)
+    return run_dir.read_result() if env.is_main else {}
+
+
+def _check_run(cfg: Any, run_dir: RunDir) -> None:
+    """Create the run directory and refuse bad input before any stage."""
     run_dir.create()
     run_dir.check_config(config_to_dict(cfg))  # another config on this run: bad input, first
     if cfg.init.weights:  # a missing or misfitting file is bad input (exit 2), before any stage
         check_init_weights(cfg, run_dir.root)
-    for name in cfg.stages:
-        done = run_dir.read_result().get("stages", {}).get(name, {})
-        if done.get("status") == "done":
-            log.info("stage %s already done; skipping", name)
-            continue
-        _run_stage(cfg, name, run_dir, on_stage, on_epoch)
-    return run_dir.read_result()
+
+
+def _on_main(env: DistEnv, action: Callable[[], None]) -> None:
+    """``action()`` on rank 0; the other ranks wait for it and stop when it raised."""
+    failure = None
+    if env.is_main:
+        try:
+            action()
+        except Exception as err:
+            failure = err
+    if not broadcast_object(env, failure is None):
+        raise failure or RuntimeError("rank 0 refused the run before its first stage; see its log")
 
 
 def _run_stage(
@@ -69,15 +86,22 @@ def _run_stage(
     run_dir: RunDir,
     on_stage: Callable[[str], None] | None,
     on_epoch: EpochHook | None,
+    env: DistEnv | None = None,
 ) -> None:
     """Run stage ``name`` and record it in result.json: its metrics and time, or its error
-    (then ``StageError``); the export's sidecar follows the metrics."""
+    (then ``StageError``); the export's sidecar follows the metrics. Ranks other than 0 of
+    ``env`` compute their share of the stage and record nothing."""
+    env = env or DistEnv()
+    if not env.is_main:
+        device = Runtime.from_config(cfg.train, cfg.backbone, env.local_rank).device
+        stage_fn(cfg, name)(cfg, run_dir.root, device)
+        return
     started = time.time()
     log.info("stage %s: starting", name)
     if on_stage is not None:
         on_stage(name)
     try:
-        device = Runtime.from_config(cfg.train, cfg.backbone).device
+        device = Runtime.from_config(cfg.train, cfg.backbone, env.local_rank).device
         hooks = {"on_epoch": on_epoch} if name == PRETRAIN and on_epoch else {}
         metrics = stage_fn(cfg, name)(cfg, run_dir.root, device, **hooks)
         refresh_export(cfg, run_dir.root, name, {**run_dir.read_result(), **metrics})

@@ -68,10 +68,11 @@ class DetectionConfig(StrictModel):
     Defaults are the seed repo's Detectron2 1x schedule: 90k iterations at batch 16, SGD lr 0.02,
     momentum 0.9, wd 1e-4 (0 on norm layers), ×``gamma`` at ``steps``, linear warmup from
     ``warmup_factor`` over 1000 iterations; shorter side 640–800 px (train) / 800 (test), ≤ 1333.
-    BatchNorm trains on the whole batch (the stage runs in one process, so this is what the
-    seed's SyncBN computes); ``freeze_bn`` keeps the pretrained statistics and affine parameters
-    instead (FrozenBatchNorm2d, standard at a few images per batch). ``data_root``: a COCO
-    root (``annotations/instances_<split>.json`` + ``<split>/``), or unset / ``synthetic`` for
+    ``batch_size`` is the global batch, shared out over the ranks of a distributed run.
+    BatchNorm trains on the whole batch (in one process, or synchronised over the ranks as the
+    seed's SyncBN); ``freeze_bn`` keeps the pretrained statistics and affine
+    parameters instead (FrozenBatchNorm2d, standard at a few images per batch). ``data_root``: a
+    COCO root (``annotations/instances_<split>.json`` + ``<split>/``), or unset / ``synthetic`` for
     Fashion-MNIST items on ``synthetic_canvas_size`` px canvases (splits ``train``/``val``)."""
 
     data_root: str | None = None

@@ -5,14 +5,17 @@ Items are ``(image, target)`` as torchvision's detection models take them: a flo
 image in [0, 1] and ``{"boxes": [N, 4] xyxy, "labels": [N] in 1..K, "masks": [N, H, W] uint8,
 "image_id": int}``. Category ids map to contiguous labels (sorted ids → 1..K; 0 is background).
 Training items skip crowd and empty annotations, drop images left without any (as Detectron2
-does) and take a horizontal-flip flag from the batch sampler, so batches depend only on the seed.
+does) and take a horizontal-flip flag from the batch sampler, so batches depend only on the seed;
+the sampler groups them by aspect ratio and shares each global batch out over the ranks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,10 @@ class CocoDetection(Dataset):
         if not self.image_ids:
             raise DataRootError(f"{self.annotation_file}: no image with a usable annotation")
 
+    def aspect_groups(self) -> list[int]:
+        """Per image, Detectron2's aspect-ratio group: 0 landscape (wider than high), 1 not."""
+        return [int(info["width"] <= info["height"]) for info in self.coco.loadImgs(self.image_ids)]
+
     @property
     def num_classes(self) -> int:
         """Object categories plus background."""
@@ -118,30 +125,63 @@ class CocoDetection(Dataset):
 
 
 class TrainBatches(Sampler[list[tuple[int, bool]]]):
-    """Batches for iterations ``start .. iterations - 1``: epoch ``e`` is a permutation seeded
-    by ``(seed, e)`` cut into full batches, each item with a seeded horizontal-flip flag."""
+    """This rank's share of the global batches of iterations ``start .. iterations - 1``.
 
-    def __init__(self, size: int, batch_size: int, iterations: int, seed: int, start: int = 0):
+    The images stream epoch after epoch, epoch ``e`` a permutation seeded by ``(seed, e)``, each
+    item with a seeded horizontal-flip flag. Batches are grouped by aspect ratio as Detectron2 does
+    by default (its ``AspectRatioGroupedDataset``; torchvision's ``GroupedBatchSampler``): each
+    item joins the buffer of its group (``groups[i]``, one group when None) and a buffer that
+    reaches ``batch_size`` items is the next batch, so a batch needs little padding; what an epoch
+    leaves in the buffers carries into the next. Rank ``r`` of ``world_size`` takes items
+    ``[r·b, (r+1)·b)`` of each global batch of ``batch_size = b·world_size``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        iterations: int,
+        seed: int,
+        start: int = 0,
+        *,
+        groups: Sequence[int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if size < batch_size:
             raise ValueError(f"{size} training images for a batch of {batch_size}")
+        if batch_size % world_size:
+            raise ValueError(
+                f"eval.detection.batch_size {batch_size} is not divisible by the {world_size} "
+                f"processes of the job; use a multiple of {world_size}"
+            )
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.iterations, self.start = iterations, start
-        self.per_epoch = size // batch_size
+        self.groups = [0] * size if groups is None else list(groups)
+        self.share = batch_size // world_size
+        self.first = rank * self.share
 
     def __len__(self) -> int:
         return max(0, self.iterations - self.start)
 
+    def global_batches(self) -> Iterator[list[tuple[int, bool]]]:
+        """The endless stream of global batches, from iteration 0."""
+        buffers: dict[int, list[tuple[int, bool]]] = defaultdict(list)
+        for epoch in itertools.count():
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+            flips = (torch.rand(self.size, generator=generator) < 0.5).tolist()
+            for index in order:
+                buffer = buffers[self.groups[index]]
+                buffer.append((index, flips[index]))
+                if len(buffer) == self.batch_size:
+                    yield buffer.copy()
+                    buffer.clear()
+
     def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
-        epoch, order, flips = -1, torch.empty(0), torch.empty(0)
-        for iteration in range(self.start, self.iterations):
-            if iteration // self.per_epoch != epoch:
-                epoch = iteration // self.per_epoch
-                generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-                order = torch.randperm(self.size, generator=generator)
-                flips = torch.rand(self.size, generator=generator) < 0.5
-            first = (iteration % self.per_epoch) * self.batch_size
-            chosen = range(first, first + self.batch_size)
-            yield [(int(order[i]), bool(flips[i])) for i in chosen]
+        batches = itertools.islice(self.global_batches(), self.start, self.iterations)
+        for batch in batches:
+            yield batch[self.first : self.first + self.share]
 
 
 def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list, list]:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sslight.config.load import config_to_dict
-from sslight.engine.distributed import DistEnv, init_distributed, shutdown
+from sslight.engine.distributed import DistEnv, joined
 from sslight.engine.epoch_end import EpochHook, end_epoch
 from sslight.engine.metrics import MetricsLog
 from sslight.engine.monitors import EpochMonitor
@@ -47,11 +47,8 @@ def pretrain(cfg: BaseModel, on_epoch: EpochHook | None = None) -> dict[str, Any
     line, k-NN monitor included) is written and checkpointed; an exception it raises ends
     training there (an Optuna pruner does this), leaving a resumable checkpoint behind.
     """
-    env = init_distributed(wants_cuda(cfg.train))
-    try:
+    with joined(lambda: wants_cuda(cfg.train)) as env:  # ``sslight run``'s group, or its own
         return _pretrain(cfg, env, on_epoch)
-    finally:
-        shutdown(env)
 
 
 def _pretrain(cfg: Any, env: DistEnv, on_epoch: EpochHook | None = None) -> dict[str, Any]:

@@ -22,8 +22,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from sslight.engine.checkpoint import load_checkpoint, save_checkpoint
+from sslight.engine.distributed import DistEnv, sum_over_ranks
 from sslight.engine.optim import set_lr_and_weight_decay
 from sslight.engine.schedules import cosine_schedule
+from sslight.evaluation.data_parallel import for_training, sync_buffers
 from sslight.evaluation.features import amp_context
 from sslight.evaluation.labelled_data import (
     Batches,
@@ -128,10 +130,15 @@ def train_classifier_epoch(
 
 @torch.no_grad()
 def evaluate_topk(
-    model: nn.Module, batches: Batches, device: torch.device, amp_dtype: torch.dtype | None = None
+    model: nn.Module,
+    batches: Batches,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    env: DistEnv | None = None,
 ) -> tuple[float, float]:
     """Top-1 and top-5 accuracy (%) of ``model`` in eval mode (top-5 is top-k for k < 5
-    classes)."""
+    classes); with ``env``, ``batches`` are this rank's shard and the counts are summed over the
+    ranks."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = count = 0
@@ -147,6 +154,7 @@ def evaluate_topk(
             count += len(labels)
     finally:
         model.train(was_training)
+    correct1, correct5, count = sum_over_ranks(env or DistEnv(), [correct1, correct5, count])
     if count == 0:
         raise RuntimeError("the validation data yielded no batch")
     return 100.0 * correct1 / count, 100.0 * correct5 / count
@@ -184,26 +192,34 @@ def fit_classifier(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     stage: str = "classifier",
+    env: DistEnv | None = None,
 ) -> dict[str, float]:
     """Train ``model.trainable`` for ``epochs`` (cosine lr from ``lr`` to 0 per iteration),
     validating and checkpointing after each epoch; resumes from ``checkpoint_dir``.
 
+    With ``env`` distributed, ``train_batches`` and ``val_batches`` are this rank's share: the
+    gradients are averaged over the ranks (sslight/evaluation/data_parallel.py), the accuracy
+    counted over all of them, and rank 0 alone writes the checkpoint (every rank resumes from it).
     Returns ``top1`` (best epoch), ``top5`` (at that epoch), ``top1_last`` and ``top5_last``.
     """
+    env = env or DistEnv()
     if steps_per_epoch < 1:
         raise ValueError(f"{stage}: no full training batch per epoch")
     lrs = cosine_schedule(lr, 0.0, epochs, steps_per_epoch)
     state = load_checkpoint(checkpoint_dir)
     start, best, last = _resume(model, optimizer, state, stage, epochs)
+    trained = for_training(model, env, device)
     for epoch in range(start, epochs):
         epoch_lrs = lrs[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
         batches = itertools.islice(train_batches(epoch), steps_per_epoch)
         loss = train_classifier_epoch(
-            model, batches, optimizer, epoch_lrs, weight_decay, device, amp_dtype
+            trained, batches, optimizer, epoch_lrs, weight_decay, device, amp_dtype
         )
+        loss = sum_over_ranks(env, [loss])[0] / env.world_size  # every rank stops together
         if not math.isfinite(loss):
             raise FloatingPointError(f"{stage}: non-finite loss {loss} in epoch {epoch + 1}")
-        top1, top5 = evaluate_topk(model, val_batches, device, amp_dtype)
+        sync_buffers(model, env)
+        top1, top5 = evaluate_topk(model, val_batches, device, amp_dtype, env)
         last = {"top1": top1, "top5": top5}
         if top1 > best["top1"]:
             best = {"top1": top1, "top5": top5, "epoch": epoch + 1}
@@ -216,8 +232,9 @@ def fit_classifier(
             "best": best,
             "last": last,
         }
-        save_checkpoint(state, checkpoint_dir)
-        _log_epoch(stage, epoch, epochs, loss, last, best)
+        if env.is_main:
+            save_checkpoint(state, checkpoint_dir)
+            _log_epoch(stage, epoch, epochs, loss, last, best)
     if state is None:
         raise RuntimeError(f"{stage}: no epoch to run (epochs={epochs})")
     return _summary(state)

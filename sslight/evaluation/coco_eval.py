@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from sslight.data.coco import CocoDetection, collate_detection
 
@@ -28,12 +29,19 @@ SUMMARY = {"ap": 0, "ap50": 1, "ap75": 2}  # indices into COCOeval.stats
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, dataset: CocoDetection, device: torch.device, batch_size: int, workers: int
+    model: nn.Module,
+    dataset: CocoDetection,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    images: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """COCO result entries for every image of ``dataset`` (model put in eval mode)."""
+    """COCO result entries for every image of ``dataset``, or for those at positions ``images``
+    (model put in eval mode)."""
     model.eval()
+    chosen = dataset if images is None else Subset(dataset, list(images))
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection
+        chosen, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection
     )
     category_of = dataset.category_ids
     results: list[dict[str, Any]] = []

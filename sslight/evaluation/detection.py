@@ -9,7 +9,10 @@ first use). Results, in percent: ``detection_box_ap``/``_ap50``/``_ap75``;
 to ``checkpoints/<stage>/`` (the stage resumes from there) and its loss log to
 ``<stage>_log.jsonl``.
 
-The stage runs in one process (rank 0 of a run); see ``DetectionConfig`` for BatchNorm handling.
+In a distributed run every rank trains on its share of each aspect-ratio grouped global batch
+(``eval.detection.batch_size``, DistributedDataParallel; batch norm over the global batch unless
+``freeze_bn``, sslight/evaluation/data_parallel.py) and predicts a contiguous shard of the
+validation images; rank 0 gathers the predictions, scores them and writes log and checkpoints.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from torch import nn
 from sslight.data.coco import CocoDetection
 from sslight.data.sources import DataRootError
 from sslight.data.synthetic_coco import ensure_synthetic_coco
+from sslight.engine.distributed import DistEnv, broadcast_object, current_env, gather_objects
 from sslight.engine.rundir import RunDir
 from sslight.evaluation.coco_eval import coco_ap, predict
+from sslight.evaluation.data_parallel import shard, sync_batch_norm
 from sslight.evaluation.detection_model import build_detector
 from sslight.evaluation.detection_train import train_detector
 from sslight.inputs import SYNTHETIC_COCO
@@ -61,12 +66,17 @@ def transfer(
             f"stage {stage!r} needs a CNN backbone ({', '.join(detection_backbones())}), "
             f"got {cfg.backbone!r}"
         )
+    env = current_env()
     train, val = detection_data(det, masks)
     torch.manual_seed(cfg.seed)  # the heads' initialisation
     model = build_detector(backbone, cfg.backbone, train.num_classes, det, masks=masks)
+    model = sync_batch_norm(model, env, device) if not det.freeze_bn else model
     model.to(device)
+    if env.enabled:  # each rank its own random image sizes and samplings
+        torch.manual_seed(cfg.seed + env.rank)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     train_detector(
         model,
         train,
@@ -77,13 +87,33 @@ def transfer(
         checkpoint_dir=RunDir(run_dir).checkpoints / stage,
         log_file=run_dir / f"{stage}_log.jsonl",
         log_every=cfg.train.log_every_steps,
+        env=env,
     )
     model.transform.min_size = (det.min_size_test,)
-    results = predict(model, val, device, det.batch_size, cfg.data.num_workers)
-    box = coco_ap(val, results, "bbox")
+    return broadcast_object(env, _evaluate(model, val, det, cfg, device, env, masks))
+
+
+def _evaluate(
+    model: nn.Module,
+    val: CocoDetection,
+    det: Any,
+    cfg: Any,
+    device: torch.device,
+    env: DistEnv,
+    masks: bool,
+) -> dict[str, float] | None:
+    """COCO APs of ``model`` on ``val``: each rank predicts its shard of the images, rank 0
+    scores them all (the other ranks get None)."""
+    images = shard(None, len(val), env)
+    positions = None if images is None else images.tolist()
+    results = predict(model, val, device, det.batch_size, cfg.data.num_workers, positions)
+    every = [entry for part in gather_objects(env, results) for entry in part]
+    if not env.is_main:
+        return None
+    box = coco_ap(val, every, "bbox")
     if not masks:
         return {f"detection_box_{name}": value for name, value in box.items()}
-    mask = coco_ap(val, results, "segm")
+    mask = coco_ap(val, every, "segm")
     return {
         "segmentation_box_ap": box["ap"],
         **{f"segmentation_mask_{name}": value for name, value in mask.items()},

@@ -5,7 +5,8 @@ warmup from ``warmup_factor`` to 1 over ``warmup_iters``; SGD with momentum, wei
 every parameter except those of normalisation layers (Detectron2's ``WEIGHT_DECAY_NORM: 0``).
 A non-finite loss stops training. Weights and optimizer are checkpointed every
 ``checkpoint_every_iters`` and the weights alone at the end; training resumes from there, and
-batches depend only on (seed, iteration).
+batches depend only on (seed, iteration). Distributed, ``batch_size`` is the global batch and
+DistributedDataParallel averages the gradients of the ranks' shares.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from torch.utils.data import DataLoader
 
 from sslight.data.coco import CocoDetection, TrainBatches, collate_detection
 from sslight.engine.checkpoint import load_checkpoint, save_checkpoint
+from sslight.engine.distributed import DistEnv, sum_over_ranks
+from sslight.evaluation.data_parallel import for_training
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +67,26 @@ def train_detector(
     checkpoint_dir: Path,
     log_file: Path,
     log_every: int,
+    env: DistEnv | None = None,
 ) -> None:
-    """Train ``model`` for ``det.max_iters`` iterations (continuing from ``checkpoint_dir``)."""
+    """Train ``model`` for ``det.max_iters`` iterations (continuing from ``checkpoint_dir``) on
+    aspect-ratio grouped batches of ``det.batch_size`` images; with ``env`` distributed, each rank
+    on its share of every batch with the gradients averaged, rank 0 writing log and checkpoints."""
+    env = env or DistEnv()
     optimizer = detection_optimizer(model, det)
     start = _resume(model, optimizer, checkpoint_dir, det)
     if start >= det.max_iters:
         return
-    batches = TrainBatches(len(dataset), det.batch_size, det.max_iters, seed, start)
+    batches = TrainBatches(
+        len(dataset),
+        det.batch_size,
+        det.max_iters,
+        seed,
+        start,
+        groups=dataset.aspect_groups(),
+        rank=env.rank,
+        world_size=env.world_size,
+    )
     loader = DataLoader(
         dataset,
         batch_sampler=batches,
@@ -78,12 +94,16 @@ def train_detector(
         collate_fn=collate_detection,
         persistent_workers=False,
     )
-    model.train()
+    trained = for_training(model, env, device)
+    trained.train()
     tick, ticked = time.perf_counter(), start
     for iteration, (images, targets) in enumerate(loader, start=start):
         lr = lr_at(iteration, det)
-        losses, loss_value = _train_step(model, optimizer, images, targets, lr, iteration, device)
+        step = (trained, optimizer, images, targets, lr, iteration, device, env)
+        losses, loss_value = _train_step(*step)
         done = iteration + 1
+        if not env.is_main:
+            continue
         if done % log_every == 0 or done == det.max_iters:
             seconds = (time.perf_counter() - tick) / (done - ticked)
             line = {"iteration": done, "loss": loss_value, "lr": lr, "seconds_per_iter": seconds}
@@ -121,16 +141,17 @@ def _train_step(
     lr: float,
     iteration: int,
     device: torch.device,
+    env: DistEnv,
 ) -> tuple[dict[str, torch.Tensor], float]:
-    """One SGD step at ``lr``; the model's losses and their sum (FloatingPointError if it is not
-    finite)."""
+    """One SGD step at ``lr``; the model's losses and their sum averaged over the ranks
+    (FloatingPointError on every rank if it is not finite)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [_to_device(target, device) for target in targets]
     losses = model(images, targets)
     loss = sum(losses.values())
-    loss_value = float(loss.detach())
+    loss_value = sum_over_ranks(env, [float(loss.detach())])[0] / env.world_size
     if not math.isfinite(loss_value):
         parts = {k: float(v.detach()) for k, v in losses.items()}
         raise FloatingPointError(

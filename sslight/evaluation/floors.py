@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslight.engine.distributed import broadcast_object, current_env
 from sslight.models import build_backbone
 
 log = logging.getLogger(__name__)
@@ -90,22 +91,33 @@ def floor_key(cfg: Any, protocol: str, kind: str, settings: dict[str, Any]) -> d
 
 
 def cached_top1(key: dict[str, Any], compute: Callable[[], float]) -> float:
-    """The cached value for ``key``, or ``compute()`` stored atomically under the key's hash."""
+    """The cached value for ``key``, or ``compute()`` stored atomically under the key's hash.
+    In a distributed run rank 0 reads and writes the cache, and every rank computes a missing
+    value together (``compute`` is data-parallel)."""
     text = json.dumps(key, sort_keys=True)
     path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
+    env = current_env()
+    cached = broadcast_object(env, _read_cached(path, key) if env.is_main else None)
+    if cached is not None:
+        return cached
+    top1 = float(compute())
+    if env.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            json.dump({"key": key, "top1": top1}, out, sort_keys=True)
+        os.replace(tmp, path)
+    return top1
+
+
+def _read_cached(path: Path, key: dict[str, Any]) -> float | None:
     try:
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
             return float(stored["top1"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent or unreadable: compute it again
-    top1 = float(compute())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump({"key": key, "top1": top1}, out, sort_keys=True)
-    os.replace(tmp, path)
-    return top1
+    return None
 
 
 def evaluation_floors(

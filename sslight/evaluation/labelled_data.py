@@ -1,6 +1,7 @@
 """The labelled data of classifier training: the run's train and val splits (subset as in
 pretraining), per-epoch training batches (augmented images, or cached features) and ordered
-validation batches. Each epoch's batches depend only on (seed, epoch).
+validation batches. Each epoch's batches depend only on (seed, epoch). Distributed, each rank
+gets its share of every global batch and a contiguous shard of the validation images.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sslight.data import (
     linear_train_transform,
     stratified_subset,
 )
+from sslight.engine.distributed import DistEnv
+from sslight.evaluation.data_parallel import per_rank_batch
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 EpochBatches = Callable[[int], Batches]
@@ -79,16 +82,21 @@ def augmented_batches(
     batch_size: int,
     seed: int,
     num_workers: int,
+    env: DistEnv | None = None,
 ) -> tuple[EpochBatches, int]:
     """Per-epoch batches of ``linear_train_transform`` images (seeded per sample, full batches
-    only) and the number of batches per epoch."""
+    only) and the number of batches per epoch; with ``env``, this rank's share of each global
+    batch of ``batch_size`` (``EpochSampler``'s sharding)."""
+    env = env or DistEnv()
     loader, sampler = build_train_loader(
         source,
         _SingleView(linear_train_transform(image_size)),
-        batch_size,
+        per_rank_batch(batch_size, env, "the training batch"),
         seed,
         indices=indices,
         num_workers=num_workers,
+        rank=env.rank,
+        world_size=env.world_size,
         pin_memory=torch.cuda.is_available(),
     )
 
@@ -101,15 +109,22 @@ def augmented_batches(
 
 
 def tensor_batches(
-    features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    env: DistEnv | None = None,
 ) -> tuple[EpochBatches, int]:
-    """Per-epoch shuffled full batches of cached features (permutation seeded by seed + epoch)."""
-    steps = len(features) // batch_size
+    """Per-epoch shuffled full batches of cached features (permutation seeded by seed + epoch);
+    with ``env``, this rank's contiguous share of each global batch of ``batch_size``."""
+    env = env or DistEnv()
+    steps, share = len(features) // batch_size, per_rank_batch(batch_size, env, "the batch")
 
     def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed + epoch))
         for step in range(steps):
-            chosen = perm[step * batch_size : (step + 1) * batch_size]
+            first = step * batch_size + env.rank * share
+            chosen = perm[first : first + share]
             yield features[chosen], labels[chosen]
 
     return epoch_batches, steps
@@ -122,8 +137,11 @@ def eval_batches(
     batch_size: int,
     num_workers: int,
 ) -> Batches:
-    """Ordered ``eval_transform`` batches; the batch size is capped by the number of images."""
+    """Ordered ``eval_transform`` batches; the batch size is capped by the number of images (an
+    empty shard gives no batch)."""
     count = len(source) if indices is None else len(indices)
+    if count == 0:
+        return []
     return build_eval_loader(
         source, image_size, min(batch_size, count), indices=indices, num_workers=num_workers
     )

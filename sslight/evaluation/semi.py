@@ -4,7 +4,10 @@ SSLight seed repo: 1 % of ImageNet for 60 epochs or 10 % for 30, SGD Nesterov, l
 0.03 × batch/256, wd 0, cosine; the labelled images come from the fixed ImageNet split files
 (``1percent.txt``, ``10percent.txt``, one file name per line, as released with SimCLR). Without
 a split directory the labelled subset is class-stratified and seeded with the run's seed, taken
-from the images the run pretrained on (``data.train_subset``).
+from the images the run pretrained on (``data.train_subset``). In a distributed run each rank
+fine-tunes on its share of every global batch (``eval.semi.batch_size``) with the batch norm
+computed over the global batch (SyncBatchNorm, as the seed; ``CpuSyncBatchNorm`` on CPUs), and
+rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import nn
 
 from sslight.data.sources import FileImageSource, ImageSource
 from sslight.data.subset import stratified_subset
+from sslight.engine.distributed import current_env
 from sslight.engine.optim import parameter_groups
 from sslight.engine.rundir import RunDir
 from sslight.evaluation.classifier import (
@@ -32,6 +36,7 @@ from sslight.evaluation.classifier import (
     linear_head,
     load_labelled_data,
 )
+from sslight.evaluation.data_parallel import per_rank_batch, shard, sync_batch_norm
 from sslight.stages.names import percent_tag, semi_stage_name
 
 
@@ -146,7 +151,7 @@ def semi_supervised(
     ``run_dir/checkpoints/semi_<p>`` after every epoch (and resumes from there). Returns
     ``semi_<p>_top1`` (best val epoch) and ``semi_<p>_top5`` (at that epoch), in percent.
     """
-    semi, data_cfg = cfg.eval.semi, cfg.data
+    semi, data_cfg, env = cfg.eval.semi, cfg.data, current_env()
     stage = semi_stage_name(fraction)
     run_dir = Path(run_dir)
     data = load_labelled_data(cfg)
@@ -156,8 +161,9 @@ def semi_supervised(
             f"{stage}: {len(indices)} labelled image; fine-tuning with batch norm needs at "
             "least 2 (use a larger fraction or data.train_subset)"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_subset_file(run_dir / f"{stage}_subset.txt", data.train, indices)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_subset_file(run_dir / f"{stage}_subset.txt", data.train, indices)
 
     def named(result: dict[str, float]) -> dict[str, float]:
         return {f"{stage}_top1": result["top1"], f"{stage}_top5": result["top5"]}
@@ -169,13 +175,16 @@ def semi_supervised(
 
     network = copy.deepcopy(backbone).requires_grad_(True)  # an EMA teacher arrives frozen
     head = linear_head(network.embed_dim, data.num_classes, cfg.seed)
-    model = Classifier(network, head, frozen_features=False).to(device)
-    batch = min(semi.batch_size, len(indices))
+    model = Classifier(sync_batch_norm(network, env, device), head, frozen_features=False)
+    model.to(device)
+    batch = min(semi.batch_size, len(indices) // env.world_size * env.world_size)  # global
+    share = per_rank_batch(batch, env, "eval.semi.batch_size")
     size, workers = data_cfg.image_size, data_cfg.num_workers
-    train, steps = augmented_batches(data.train, indices, size, batch, cfg.seed, workers)
+    train, steps = augmented_batches(data.train, indices, size, batch, cfg.seed, workers, env)
     if semi.max_steps_per_epoch:
         steps = min(steps, semi.max_steps_per_epoch)
-    val = eval_batches(data.val, data.val_indices, size, batch, workers)
+    val_shard = shard(data.val_indices, len(data.val), env)
+    val = eval_batches(data.val, val_shard, size, share, workers)
     result = fit_classifier(
         model,
         _nesterov_sgd(model, semi.momentum),
@@ -189,5 +198,6 @@ def semi_supervised(
         device=device,
         amp_dtype=amp_dtype_for(cfg, device),
         stage=stage,
+        env=env,
     )
     return named(result)
