@@ -1,9 +1,10 @@
 """``orchestrate sync [--grid NAME] [--tracking-uri URI]``: send MLflow what it is missing.
 
-Cells log to MLflow as they train; whatever a dead server or a killed job kept from it stays in
-the run directory (metrics.jsonl, result.json, artifacts) and is sent here, incrementally: a
-second sync sends nothing twice. Runs of finished, failed and cancelled cells are closed with
-that status.
+Cells and shared pretrainings log to MLflow as they train; whatever a dead server or a killed job
+kept from it stays in the run directory (metrics.jsonl, result.json, artifacts) and is sent here,
+incrementally: a second sync sends nothing twice. Runs of finished, failed and cancelled cells
+are closed with that status. A cell's later evaluation jobs share its directory and its MLflow
+run, so syncing the cell sends theirs too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def sync_cells(registry: Any, runs: list[Any], tracking_uri: str) -> tuple[int, 
     not (the rest are skipped once the store proves unreachable)."""
     from orchestrator.tracking.tracker import MLFLOW_STATUS, CellTracker
 
-    todo = [run for run in runs if _has_data(run)]
+    todo = [run for run in runs if run.kind != "stage" and _has_data(run)]
     synced, problems = 0, []
     for i, run in enumerate(todo):
         tracker = CellTracker(registry, run.key, tracking_uri)
@@ -39,7 +40,7 @@ def sync_cells(registry: Any, runs: list[Any], tracking_uri: str) -> tuple[int, 
         problems.append(f"{run.name}: {tracker.last_error}")
         left = len(todo) - i - 1
         if left and "connect" in (tracker.last_error or "").lower():
-            problems.append(f"the store is unreachable; {left} more cells not tried")
+            problems.append(f"the store is unreachable; {left} more runs not tried")
             break
     return synced, problems
 
@@ -52,7 +53,7 @@ def _sync(args: argparse.Namespace) -> int:
     with open_registry_for(args) as registry:
         require_known_grid(registry, args.grid)
         synced, problems = sync_cells(registry, registry.runs(grid_name=args.grid), uri)
-    print(f"synced {synced} cells to {mask_url(uri)}")
+    print(f"synced {synced} runs to {mask_url(uri)}")
     for problem in problems:
         print(f"not synced: {problem}")
     return ExitCode.FAILURE if problems else ExitCode.OK
