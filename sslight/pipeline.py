@@ -121,7 +121,11 @@ def _run_stage(
     result = run_dir.read_result()
     stages = {
         **result.get("stages", {}),
-        name: {"status": "done", "seconds": round(time.time() - started, 2)},
+        name: {
+            "status": "done",
+            "seconds": round(time.time() - started, 2),
+            "world_size": env.world_size,  # the processes that computed it (data-parallel)
+        },
     }
     update = {**metrics, "stages": stages}
     if (result.get("error") or {}).get("stage") == name:

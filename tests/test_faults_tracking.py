@@ -130,7 +130,7 @@ def test_a_tracking_server_restarted_mid_run_ends_with_every_metric_once(tmp_pat
         _wait(lambda: (root / "registry.db").exists(), "the registry")
         with open_registry(resolve_url(None, str(root))) as registry:
             _wait(lambda: registry.runs() and registry.attempts(registry.runs()[0].key), "a job")
-            [cell] = registry.runs()
+            [cell] = [r for r in registry.runs() if r.kind == "pretrain"]  # the training job
             _wait(lambda: registry.attempts(cell.key)[-1].job_id, "the job's pid")
             pid = int(registry.attempts(cell.key)[-1].job_id)
         metrics = Path(cell.output_dir) / "metrics.jsonl"
@@ -164,8 +164,8 @@ def test_a_tracking_server_restarted_mid_run_ends_with_every_metric_once(tmp_pat
 
         # The cell's final sync (forced past the back-off) sent what the outage held back:
         # no `orchestrate sync` needed once the server is back before the cell ends.
-        [run] = grid_runs(url, "tiny")
-        assert run.info.run_id == cell.mlflow_run_id and run.info.status == "FINISHED"
+        [run] = [r for r in grid_runs(url, "tiny") if r.info.run_id == cell.mlflow_run_id]
+        assert run.info.status == "FINISHED"
         client = mlflow_client(url)
         for key, pairs in _expected_values(lines).items():
             assert _history(client, run.info.run_id, key) == pairs, key
@@ -191,12 +191,12 @@ def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_
     SLURM limit far above the work and waits that last while the job progresses
     (tests/test_slurm.py says why), so a quiet and a busy machine see the same run."""
     from registry_helpers import root_registry
-    from test_slurm import _submit_one, job_progress, wait_while_progressing
+    from test_slurm import _submit_one, job_progress, run_output_dir, wait_while_progressing
 
     grid, submission = _submit_one(
         tmp_path, "requeued", {"epochs": EPOCHS, "max_steps_per_epoch": 2, "log_every_steps": 1}
     )
-    output_dir = Path(grid.cells[0].output_dir)
+    output_dir = run_output_dir(tmp_path, submission.key)  # the pretraining's directory
 
     def attempts() -> list:
         with root_registry(tmp_path) as registry:
@@ -228,7 +228,7 @@ def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_
     with root_registry(tmp_path) as registry:
         run = registry.run(submission.key)
         states = [a.state for a in registry.attempts(submission.key)]
-        [only_run] = registry.runs()
+        [only_run] = registry.runs(kinds=("pretrain",))
     assert run.status == "finished", (run.status, run.error, states)
     # the registry records scheduler interrupts, preemption or timeout alike, as "preempted"
     assert states == ["preempted", "preempted", "preempted", "finished"], states
@@ -236,7 +236,7 @@ def test_a_slurm_job_preempted_twice_and_timed_out_once_finishes_as_one_tracked_
     assert "resumed from" in Path(submission.job.paths.stderr).read_text()
 
     store = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
-    [mlflow_run] = grid_runs(store, "requeued")
+    [mlflow_run] = grid_runs(store, "requeued")  # its cell's job was not submitted
     assert mlflow_run.info.run_id == run.mlflow_run_id and mlflow_run.info.status == "FINISHED"
     # Resumed training rewrites the lines after its checkpoint; each step stays one value.
     lines = _lines(output_dir / "metrics.jsonl")

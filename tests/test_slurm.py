@@ -61,12 +61,17 @@ def _wait_for(predicate, timeout: float = 180, every: float = 1.0) -> None:
     raise AssertionError("timed out waiting for the cluster")
 
 
+def run_output_dir(tmp_path: Path, key: str) -> Path:
+    with root_registry(tmp_path) as registry:
+        return Path(registry.run(key).output_dir)
+
+
 def job_progress(tmp_path: Path, key: str, grid: Any) -> tuple:
-    """What changes while a cell's jobs do anything: its attempts and their states, the logs of
-    the grid's jobs, the run's metrics and checkpoint."""
+    """What changes while a job does anything: its attempts and their states, the logs of the
+    grid's jobs, the run's metrics and checkpoint."""
     with root_registry(tmp_path) as registry:
         attempts = tuple((a.job_id, a.state) for a in registry.attempts(key))
-    output_dir = Path(grid.cells[0].output_dir)
+        output_dir = Path(registry.run(key).output_dir)
     files = [*Path(grid.workdir, "jobs").rglob("*.err"), output_dir / "metrics.jsonl"]
     checkpoint = output_dir / "checkpoints" / "last.pt"
     return (
@@ -100,27 +105,32 @@ def test_a_grid_of_four_cells_runs_as_a_slurm_array(slurm_cluster, tmp_path, cap
     grid = _grid_file(tmp_path, "array", {"views.policy": ["baseline", "sslight"], "seed": [0, 1]})
     root = str(tmp_path / "runs")
     assert main(["grid", str(grid), "--root", root, "--executor", "slurm", "--wait"]) == 0
-    assert "submitted 4 of 4 cells (slurm)" in capsys.readouterr().out
+    assert "submitted 8 of 8 jobs for 4 cells (slurm)" in capsys.readouterr().out
     with root_registry(tmp_path) as registry:
         runs = registry.runs()
-        assert [r.status for r in runs] == ["finished"] * 4
-        job_ids = [registry.attempts(r.key)[-1].job_id for r in runs]
-    array_ids = {job_id.split("_")[0] for job_id in job_ids}
-    assert len(array_ids) == 1 and all("_" in job_id for job_id in job_ids), job_ids
+        assert [r.status for r in runs] == ["finished"] * 8
+        job_ids = {
+            kind: [registry.attempts(r.key)[-1].job_id for r in runs if r.kind == kind]
+            for kind in ("pretrain", "cell")
+        }
+    for ids in job_ids.values():  # the 4 pretrainings are one array, their 4 k-NN jobs another
+        array_ids = {job_id.split("_")[0] for job_id in ids}
+        assert len(ids) == 4 and len(array_ids) == 1 and all("_" in i for i in ids), job_ids
 
 
 def _submit_one(tmp_path: Path, name: str, train: dict):
-    from orchestrator.execution.submit import grid_cells, register_grid, submit
+    """A one-cell grid registered, and its pretraining job alone submitted to SLURM."""
+    from orchestrator.execution.submit import register_grid, submit
 
     grid = load_grid(_grid_file(tmp_path, name, {"views.policy": ["sslight"]}, train))
     with root_registry(tmp_path) as registry:
-        register_grid(registry, grid)
-        [submission] = submit(registry, grid_cells(grid), grid.workdir, grid.resources, "slurm")
+        pretraining, *_ = register_grid(registry, grid)
+        [submission] = submit(registry, [pretraining], grid.workdir, "slurm")
     return grid, submission
 
 
-def _checkpointed(grid) -> bool:
-    return (Path(grid.cells[0].output_dir) / "checkpoints" / "last.pt").exists()
+def _checkpointed(tmp_path: Path, key: str) -> bool:
+    return (run_output_dir(tmp_path, key) / "checkpoints" / "last.pt").exists()
 
 
 def _waiter(tmp_path: Path, grid: Any, key: str) -> Callable[[Callable[[], bool], str], None]:
@@ -133,7 +143,7 @@ def _waiter(tmp_path: Path, grid: Any, key: str) -> Callable[[Callable[[], bool]
 def test_a_preempted_job_requeues_and_finishes_from_its_checkpoint(slurm_cluster, tmp_path):
     grid, submission = _submit_one(tmp_path, "preempt", {"epochs": 8, "max_steps_per_epoch": 2})
     wait = _waiter(tmp_path, grid, submission.key)
-    wait(lambda: _checkpointed(grid), "the first checkpoint")
+    wait(lambda: _checkpointed(tmp_path, submission.key), "the first checkpoint")
     submission.job._interrupt()  # SIGTERM + USR2, as the scheduler does before preempting
     wait(lambda: _run_status(tmp_path, submission.key) == "finished", "the requeued job")
     with root_registry(tmp_path) as registry:
@@ -146,7 +156,7 @@ def test_a_preempted_job_requeues_and_finishes_from_its_checkpoint(slurm_cluster
 def test_a_cell_killed_with_scancel_is_lost_and_resume_finishes_it(slurm_cluster, tmp_path, capsys):
     grid, submission = _submit_one(tmp_path, "scancel", {"epochs": 8, "max_steps_per_epoch": 2})
     wait = _waiter(tmp_path, grid, submission.key)
-    wait(lambda: _checkpointed(grid), "the first checkpoint")
+    wait(lambda: _checkpointed(tmp_path, submission.key), "the first checkpoint")
     subprocess.run(["scancel", str(submission.job.job_id)], check=True)
 
     def lost() -> bool:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
 import torch
 import yaml
+from mlflow import MlflowClient
 from registry_helpers import root_registry
 from tiny import TINY_RUN
 from torchvision.io import write_png
@@ -69,13 +69,13 @@ def test_a_second_grid_evaluates_the_first_grids_pretraining_without_pretraining
         runs = {r.key: r for r in registry.runs()}
         for row in rows_b:  # pretrained once, by grid a
             assert len(registry.attempts(f"pretrain-{row['pretrain_key']}")) == 1
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")  # not the global URI
     for row in rows_b:
-        cell = mlflow.get_run(runs[row["key"]].mlflow_run_id)
+        cell = client.get_run(runs[row["key"]].mlflow_run_id)
         pretraining = runs[f"pretrain-{row['pretrain_key']}"]
         assert cell.data.tags["mlflow.parentRunId"] == pretraining.mlflow_run_id
         assert cell.data.tags["pretrain_key"] == row["pretrain_key"]
-        assert "loss" in mlflow.get_run(pretraining.mlflow_run_id).data.metrics
+        assert "loss" in client.get_run(pretraining.mlflow_run_id).data.metrics
 
 
 def _image_folder(root: Path, readable: bool) -> None:

@@ -64,7 +64,10 @@ def browser_page(tmp_path_factory):
 def test_the_mlflow_ui_shows_the_grid_its_runs_and_their_metrics(finished, browser_page):
     store = f"sqlite:///{finished / 'mlflow.db'}"
     runs = {r.info.run_name: r for r in grid_runs(store, "tiny")}
-    assert set(runs) == {"baseline", "sslight"}
+    # each cell's shared pretraining is a run (the curves), the cell its child (the evaluations)
+    assert set(runs) == {"baseline", "sslight", "pretrain:baseline", "pretrain:sslight"}
+    pretraining, cell = runs["pretrain:sslight"], runs["sslight"]
+    assert cell.data.tags["mlflow.parentRunId"] == pretraining.info.run_id
     ui = start_cli("ui", "--root", str(finished), "--port", str(free_port()), "--grid", "tiny")
     try:
         line = wait_for_line(ui, "grid tiny: ")
@@ -72,16 +75,19 @@ def test_the_mlflow_ui_shows_the_grid_its_runs_and_their_metrics(finished, brows
         page = browser_page
         page.goto(experiment_url, timeout=TIMEOUT_MS)
         run_links = page.locator("a[href*='/runs/']")
-        for name in runs:
+        for name in ("pretrain:baseline", "pretrain:sslight"):
             run_links.filter(has_text=re.compile(f"^{name}$")).first.wait_for(timeout=TIMEOUT_MS)
         assert page.get_by_text("tiny").first.is_visible()
 
-        run_links.filter(has_text=re.compile("^sslight$")).first.click()
-        page.wait_for_url(f"**/runs/{runs['sslight'].info.run_id}*", timeout=TIMEOUT_MS)
-        loss = runs["sslight"].data.metrics["loss"]
+        run_links.filter(has_text=re.compile("^pretrain:sslight$")).first.click()
+        page.wait_for_url(f"**/runs/{pretraining.info.run_id}*", timeout=TIMEOUT_MS)
+        loss = pretraining.data.metrics["loss"]
         row = page.get_by_role("row").filter(has=page.get_by_text("loss", exact=True))
         row.filter(has_text=repr(loss)).first.wait_for(timeout=TIMEOUT_MS)
-        assert page.get_by_text("knn_top1", exact=True).first.is_visible()
+
+        # the cell's run page: the same address with the child's id
+        page.goto(page.url.replace(pretraining.info.run_id, cell.info.run_id), timeout=TIMEOUT_MS)
+        page.get_by_text("knn_top1", exact=True).first.wait_for(timeout=TIMEOUT_MS)
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
     finally:

@@ -58,8 +58,9 @@ def run_grid(args: argparse.Namespace) -> int:
             f"{len(grid.cells)} cells ({args.executor})"
         )
         if args.executor == "slurm" and args.wait:
-            for sub in submitted:
-                sub.job.wait()
+            from orchestrator.execution.waiting import wait_for_jobs
+
+            wait_for_jobs(registry, submitted)
         return print_status(registry, grid.name, as_json=False)
 
 

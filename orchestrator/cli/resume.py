@@ -24,6 +24,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     resume.add_argument("--failed", action="store_true", help="only failed cells (not lost)")
     resume.add_argument("--executor", choices=EXECUTORS, default="local")
     resume.add_argument("--parallel", type=int, help="local: cells at once (default: cores / 2)")
+    resume.add_argument("--wait", action="store_true", help="slurm: wait until every job ends")
     resume.set_defaults(handler=resume_cells)
 
 
@@ -37,12 +38,12 @@ def resume_cells(args: argparse.Namespace) -> int:
         require_known_grid(registry, args.grid)
         reconcile(registry, args.grid)
         grids = {g.name: g for g in registry.grids() if args.grid in (None, g.name)}
-        total = 0
+        submitted = []
         for name, grid in grids.items():
             if grid.spec.get("kind") == "search":  # trials are the study's to rerun
                 print(f"search {name}: continue it with `orchestrate search {grid.source}`")
                 continue
-            total += len(
+            submitted.extend(
                 submit(
                     registry,
                     chain_keys(registry, name),
@@ -54,7 +55,11 @@ def resume_cells(args: argparse.Namespace) -> int:
                     default_resources=stage_resources_from_spec(grid.spec.get("resources")).default,
                 )
             )
-        print(f"resumed {total} jobs")
+        print(f"resumed {len(submitted)} jobs")
+        if args.executor == "slurm" and args.wait:
+            from orchestrator.execution.waiting import wait_for_jobs
+
+            wait_for_jobs(registry, submitted)
         return print_status(registry, args.grid, as_json=False)
 
 
