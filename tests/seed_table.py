@@ -26,6 +26,7 @@ SEED_COMMON = {
     "train.batch_size": 1024,
     "train.warmup_epochs": 10,
     "train.clip_grad": 0.0,
+    "train.precision": "fp32",  # USE_FP16: False in every pretraining yaml of the seed
 }
 
 DINO_SHARED = {

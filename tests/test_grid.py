@@ -660,6 +660,19 @@ def test_cli_dry_run_json_table1(imagenet: str, capsys: pytest.CaptureFixture[st
         assert config_to_dict(resolve(obj["config"])) == obj["config"]
 
 
+@pytest.mark.parametrize("name", ["table1", "table2", "released"])
+def test_paper_grids_train_and_evaluate_in_fp32_as_the_seed(
+    imagenet: str, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The seed never autocasts (USE_FP16 False; no autocast in its cls_trainer.py), and every
+    evaluation stage follows ``train.precision``: fp32 in each cell of the paper grids."""
+    monkeypatch.setenv("SSLIGHT_RELEASED_DIR", "/data/sslight_checkpoints")
+    path = REPO / "experiments" / f"{name}.yaml"
+    assert cli.main(["grid", str(path), "--dry-run", "--json"]) == 0
+    cells = json.loads(capsys.readouterr().out)
+    assert cells and {c["config"]["train"]["precision"] for c in cells} == {"fp32"}
+
+
 def test_cli_workdir_and_overrides(
     imagenet: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
