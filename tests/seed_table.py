@@ -26,8 +26,9 @@ SEED_COMMON = {
     "train.batch_size": 1024,
     "train.warmup_epochs": 10,
     "train.clip_grad": 0.0,
-    "train.precision": "fp32",  # USE_FP16: False in every pretraining yaml of the seed
 }
+# The seed trained in fp32 (USE_FP16: False); presets default to `auto` (bf16 on a GPU), and the
+# paper grids pin fp32: tests/test_grid.py checks that per cell.
 
 DINO_SHARED = {
     "dino.hidden_dim": 2048,
