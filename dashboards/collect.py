@@ -111,6 +111,30 @@ class TableData:
     axes: tuple[str, ...]
     policies: tuple[str, ...]
     rows: tuple[Row, ...]
+    protocol: tuple[tuple[str, str], ...] = ()  # (what, the runs' values) under the table
+
+
+# How the numbers were evaluated, said under each table: (what, config key, shown for stages).
+PROTOCOL = (
+    ("evaluated network", "eval.network", None),
+    ("semi-supervised head", "eval.semi.head", ("semi_",)),
+    ("precision", "train.precision", None),
+)
+
+
+def protocol(runs: Sequence[RunView], metrics: Sequence[Metric], axes: Sequence[str]) -> tuple:
+    """The evaluation settings of ``runs`` that are not a table axis, as ``(what, values)``:
+    the network evaluated, the semi-supervised head (for semi rows), the precision."""
+    stages = {stage for metric in metrics for stage in metric.stages}
+    said = []
+    for what, key, for_stages in PROTOCOL:
+        if key in axes or (for_stages and not any(s.startswith(for_stages) for s in stages)):
+            continue
+        values = list(dict.fromkeys(label_of(run.config, key) for run in runs))
+        values = [v for v in values if v != "null"]  # runs recorded before the key existed
+        if values:
+            said.append((what, ", ".join(values)))
+    return tuple(said)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -258,4 +282,5 @@ def collect(runs: Sequence[RunView], metrics: Sequence[Metric], title: str) -> T
                     floors=_floors(members, metric),
                 )
             )
-    return TableData(title, axes, order, tuple(rows))
+    shown_metrics = list(dict.fromkeys(row.metric for row in rows))
+    return TableData(title, axes, order, tuple(rows), protocol(runs, shown_metrics, axes))

@@ -111,6 +111,8 @@ def _notes(data: TableData, with_paper: bool, with_floors: bool) -> tuple[str, .
     notes = [f"{units}; several seeds: mean ± sample std (n = runs with a value)."]
     if {"baseline", "sslight"} <= set(data.policies):
         notes.append("Δ: SSLight − baseline, of the means.")
+    if data.protocol:
+        notes.append("Evaluated as: " + "; ".join(f"{what} {v}" for what, v in data.protocol) + ".")
     if with_paper:
         notes.append(
             "paper: ImageNet (COCO 2017 for AP) numbers reported by Tan, Saleh, Martinez, "

@@ -119,14 +119,14 @@ def _run_stage(
         )
         raise StageError(name, message) from err
     result = run_dir.read_result()
-    stages = {
-        **result.get("stages", {}),
-        name: {
-            "status": "done",
-            "seconds": round(time.time() - started, 2),
-            "world_size": env.world_size,  # the processes that computed it (data-parallel)
-        },
+    record = {
+        "status": "done",
+        "seconds": round(time.time() - started, 2),
+        "world_size": env.world_size,  # the processes that computed it (data-parallel)
     }
+    if name != PRETRAIN:
+        record["network"] = cfg.eval.network  # which of the method's networks it evaluated
+    stages = {**result.get("stages", {}), name: record}
     update = {**metrics, "stages": stages}
     if (result.get("error") or {}).get("stage") == name:
         update["error"] = None  # the failure this stage recorded earlier is resolved

@@ -7,7 +7,7 @@ import pytest
 
 from sslight.config.base import StrictModel
 from sslight.data.transforms import AUG_RECIPES
-from sslight.methods import METHODS, SSLMethod
+from sslight.methods import METHODS, SSLMethod, evaluated_network
 from sslight.models.backbones import BACKBONES, backbone_spec
 from sslight.registry import Registry
 
@@ -44,12 +44,15 @@ def test_every_registered_method_spec_is_complete_and_builds_its_evaluated_netwo
     families = {backbone_spec(b).family for b in BACKBONES.names()}
     for declared in (spec.defaults, spec.baseline_views, spec.seed_prefixes):
         assert set(declared) <= families, declared
+    student = spec.networks["student"]  # the default of eval.network: every method has one
     for prefix, _by_position in spec.seed_prefixes.values():
-        assert prefix.startswith("module.") and prefix.endswith(".")
-    assert spec.evaluated_label
+        assert prefix.startswith(student.seed_module) and prefix.endswith(".")
+    assert set(spec.networks) <= {"student", "teacher"}
+    assert all(n.label and n.seed_module.startswith("module.") for n in spec.networks.values())
     if "cnn" not in spec.baseline_views:
         return  # the tiny run below uses a CNN preset
     method = spec.build(make_run(tmp_path, method=name), num_classes=4)
     assert isinstance(method, SSLMethod)
-    evaluated = getattr(method, method.evaluated)
-    assert method.eval_backbone() is evaluated.backbone
+    assert evaluated_network(method, "student") is method.student
+    built = [evaluated_network(method, n) for n in spec.networks]
+    assert len({id(network.backbone) for network in built}) == len(built)  # distinct networks

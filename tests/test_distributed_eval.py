@@ -31,7 +31,7 @@ from sslight.engine.sync_batch_norm import convert_cpu_sync_batchnorm
 from sslight.engine.trainer import pretrain
 from sslight.evaluation import classifier as classifier_module
 from sslight.evaluation.semi import semi_supervised
-from sslight.weights.eval_backbone import load_eval_backbone
+from sslight.weights.eval_backbone import load_eval_backbone, load_eval_head
 
 WORKER = Path(__file__).with_name("ddp_eval_worker.py")
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -79,7 +79,9 @@ def _interrupt_semi_after_one_epoch(cfg, run_dir: Path, monkeypatch) -> None:
     with monkeypatch.context() as patch:
         patch.setattr(classifier_module, "save_checkpoint", save_then_stop)
         with pytest.raises(_Interrupted):
-            semi_supervised(load_eval_backbone(cfg, run_dir, CPU), cfg, 0.25, 2, run_dir, CPU)
+            head, _ = load_eval_head(cfg, run_dir)
+            backbone = load_eval_backbone(cfg, run_dir, CPU)
+            semi_supervised(backbone, cfg, 0.25, 2, run_dir, CPU, head)
 
 
 def test_two_processes_score_the_evaluations_as_one_does(make_run, tmp_path, monkeypatch):

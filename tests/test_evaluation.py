@@ -233,6 +233,18 @@ def test_split_files_name_images_by_file_name(tmp_path):
         read_split_file(split, source)
 
 
+def test_the_seeds_own_split_files_are_read_by_class_and_file_name(tmp_path):
+    """classification/data/imagenet_subsets/semi_1percent.txt: ``index,label,wnid,file``; the
+    index counts the seed's HDF5 packing, so only ``<wnid>/<file>`` is matched."""
+    files = [tmp_path / "train" / c / f"{i}.JPEG" for c in ("n01", "n02") for i in range(3)]
+    source = FileImageSource(files, torch.tensor([0, 0, 0, 1, 1, 1]), ["n01", "n02"])
+    (tmp_path / "semi_1percent.txt").write_text("1021436,1,n02,1.JPEG\n17,0,n01,2.JPEG\n")
+    chosen = labelled_subset(source, torch.arange(6), 0.01, str(tmp_path), seed=0)
+    assert chosen.tolist() == [2, 4]  # file names repeat across classes: <wnid>/<file> decides
+    with pytest.raises(FileNotFoundError, match=r"10percent\.txt or semi_10percent\.txt"):
+        labelled_subset(source, torch.arange(6), 0.1, str(tmp_path), seed=0)
+
+
 def test_split_files_of_in_memory_sets_hold_indices(tmp_path):
     source = TensorImageSource(torch.zeros(8, 4, 4, dtype=torch.uint8), torch.arange(8) % 2, "ab")
     split = tmp_path / "10percent.txt"

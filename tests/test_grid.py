@@ -661,16 +661,34 @@ def test_cli_dry_run_json_table1(imagenet: str, capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "released"])
-def test_paper_grids_train_and_evaluate_in_fp32_as_the_seed(
+def test_paper_grids_train_and_evaluate_as_the_seed(
     imagenet: str, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The seed never autocasts (USE_FP16 False; no autocast in its cls_trainer.py), and every
-    evaluation stage follows ``train.precision``: fp32 in each cell of the paper grids."""
+    """Every cell of the paper grids, from the dry-run: the seed evaluates the student
+    (load_pretrained_models.py), fine-tunes with its MLP head at batch 1024 to MIN_LR 1e-6
+    (dino_*_semi.yaml), runs linear evaluation at 4096 (CNNs) / 1024 (ViT-T, dino_vit_linear.yaml)
+    to 1e-6, sets the lr once per epoch (cls_trainer.py) and never autocasts (USE_FP16 False)."""
     monkeypatch.setenv("SSLIGHT_RELEASED_DIR", "/data/sslight_checkpoints")
     path = REPO / "experiments" / f"{name}.yaml"
     assert cli.main(["grid", str(path), "--dry-run", "--json"]) == 0
     cells = json.loads(capsys.readouterr().out)
-    assert cells and {c["config"]["train"]["precision"] for c in cells} == {"fp32"}
+    assert cells
+    for cell in cells:
+        config = cell["config"]
+        flat = _flatten(config)
+        vit = backbone_spec(config["backbone"]).family == "vit"
+        expected = {
+            "eval.network": "student",
+            "eval.semi.head": "mlp",
+            "eval.semi.batch_size": 1024,
+            "eval.semi.min_lr": 1e-6,
+            "eval.semi.lr_schedule": "epoch",
+            "eval.linear.batch_size": 1024 if vit else 4096,
+            "eval.linear.min_lr": 1e-6,
+            "eval.linear.lr_schedule": "epoch",
+            "train.precision": "fp32",
+        }
+        assert {key: flat[key] for key in expected} == expected, cell["name"]
 
 
 def test_cli_workdir_and_overrides(

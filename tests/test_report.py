@@ -166,6 +166,24 @@ def test_downstream_table_only_for_grids_with_downstream_stages(paper_grid, tmp_
                 "linear top-1")["paper (baseline → SSLight)"] == "67.7 → 69.7 (+2.0)"  # fmt: skip
 
 
+def test_each_table_says_which_network_head_and_precision_its_numbers_come_from(tmp_path, capsys):
+    cells = [_cell(tmp_path, "dino", "resnet18", p) for p in ("baseline", "sslight")]
+    for cell in cells:
+        cell["config"]["eval"] = {"network": "student", "semi": {"head": "mlp"}}
+        cell["config"]["train"]["precision"] = "fp32"
+    with _register(tmp_path, "protocol", cells) as registry:
+        for cell in cells:
+            registry.set_status(cell["key"], "finished")
+            registry.record_result(
+                cell["key"], {"linear_top1": 66.0, "knn_top1": 60.0, "semi_1_top1": 40.0}
+            )
+    out = _report(tmp_path / "runs", capsys, "--grid", "protocol")
+    pretraining, downstream = out.split("### Downstream", 1)
+    assert "Evaluated as: evaluated network student; precision fp32." in pretraining
+    said = "Evaluated as: evaluated network student; semi-supervised head mlp; precision fp32."
+    assert said in downstream
+
+
 def test_box_ap_prefers_the_segmentation_stage_and_extra_axes_become_columns(tmp_path, capsys):
     cells = [_cell(tmp_path, "dino", "mobilenet_v2", "sslight", epochs=e) for e in (1, 3)]
     with _register(tmp_path, "coco", cells) as registry:

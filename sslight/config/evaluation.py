@@ -22,14 +22,24 @@ class KnnConfig(StrictModel):
     monitor_every_epochs: int = Field(default=1, ge=1)
 
 
+LrSchedule = Literal["epoch", "step"]
+"""How the cosine learning rate moves: ``epoch`` holds each epoch at the value of its first step
+(the seed's ``cls_trainer.py`` sets it once per epoch), ``step`` moves it every iteration (DINO's
+``eval_linear.py``)."""
+
+
 class LinearEvalConfig(StrictModel):
     """Linear evaluation on the frozen backbone (seed repo: CNN LARS 0.05 × batch/256 = 0.8 at
-    4096, 100 epochs, wd 0, cosine; ViT-T SGD 0.01 × batch/256 on the last 4 blocks' CLS)."""
+    4096, 100 epochs, wd 0, cosine to 1e-6 set once per epoch, ``dino_cnn_linear.yaml``; ViT-T
+    SGD 0.01 × 1024/256 = 0.04 on the last 4 blocks' CLS, ``dino_vit_linear.yaml``: the DINO ViT
+    recipe sets ``batch_size: 1024``)."""
 
     epochs: int = Field(default=100, ge=1)
     batch_size: int = Field(default=4096, ge=1)
     optimizer: Literal["auto", "lars", "sgd"] = "auto"  # auto: lars for CNNs, sgd for ViTs
     base_lr: float | None = Field(default=None, gt=0)  # None: 0.05 (lars) / 0.01 (sgd)
+    min_lr: float = Field(default=1e-6, ge=0)  # the cosine's end (seed MIN_LR)
+    lr_schedule: LrSchedule = "epoch"
     weight_decay: float = Field(default=0.0, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     n_last_blocks: int = Field(default=4, ge=1)
@@ -38,14 +48,21 @@ class LinearEvalConfig(StrictModel):
 
 
 class SemiConfig(StrictModel):
-    """Semi-supervised fine-tuning of the whole network on a fraction of the labels (seed repo:
-    1 % for 60 epochs, 10 % for 30, SGD Nesterov 0.03 × batch/256, wd 0). Stage names are
-    ``semi_<percent>``; ``split_dir`` holds ImageNet-style ``<percent>percent.txt`` files."""
+    """Semi-supervised fine-tuning of the whole network on a fraction of the labels (seed repo,
+    ``dino_*_semi.yaml``: 1 % for 60 epochs, 10 % for 30, batch 128 × 8 GPUs = 1024, SGD Nesterov
+    0.03 × batch/256 = 0.12, cosine to 1e-6 set once per epoch, wd 0, SyncBN). ``head``: ``mlp``
+    is the seed's ``Linear(D, 2048)-BN-GELU-Linear(2048, 2048)-BN-GELU-Linear(2048, classes)``
+    (``cls_trainer.py``), its first two layers taken from the pretrained projection head where
+    the method has a fitting one (DINO); ``linear`` is one ``Linear(D, classes)``. Stage names
+    are ``semi_<percent>``; ``split_dir`` holds ImageNet-style ``<percent>percent.txt`` files."""
 
     fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1])
     epochs: list[int] = Field(default_factory=lambda: [60, 30])
-    batch_size: int = Field(default=256, ge=1)
+    head: Literal["mlp", "linear"] = "mlp"
+    batch_size: int = Field(default=1024, ge=1)
     base_lr: float = Field(default=0.03, gt=0)
+    min_lr: float = Field(default=1e-6, ge=0)  # the cosine's end (seed MIN_LR)
+    lr_schedule: LrSchedule = "epoch"
     weight_decay: float = Field(default=0.0, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     split_dir: str | None = None
@@ -115,6 +132,12 @@ class DetectionConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
+    """``network``: which of the method's networks every evaluation stage and the export take.
+    ``student`` (the default) is what the seed evaluates: DINO's student
+    (``load_pretrained_models.py``, also its training-time k-NN), MoCo's query encoder, SwAV's
+    only network; ``teacher`` is DINO's EMA teacher or MoCo's key encoder."""
+
+    network: Literal["student", "teacher"] = "student"
     knn: KnnConfig = Field(default_factory=KnnConfig)
     linear: LinearEvalConfig = Field(default_factory=LinearEvalConfig)
     semi: SemiConfig = Field(default_factory=SemiConfig)

@@ -32,7 +32,7 @@ NOT_PRETRAINING = (
     "train.progress",
 )
 # What the collapse monitor reads; it decides when pretraining ends under train.stop_on_collapse.
-MONITOR = ("eval.knn", "data.val_subset")
+MONITOR = ("eval.knn", "eval.network", "data.val_subset")
 
 
 def pretraining_settings(cfg: BaseModel) -> dict[str, Any]:

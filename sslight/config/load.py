@@ -133,9 +133,17 @@ def resolve(raw: Mapping[str, Any], source: str = "config") -> BaseModel:
         "output_dir", f"runs/{method.name}_{backbone.name}_{resolved['views'].get('policy')}"
     )
     try:
-        return run_config_model().model_validate(resolved)
+        cfg = run_config_model().model_validate(resolved)
     except ValidationError as err:
         raise _located(err, source) from None
+    if cfg.eval.network not in method.networks:
+        raise ConfigError(
+            source,
+            "eval.network",
+            f"{method.name} has no {cfg.eval.network!r} network; choose one of: "
+            f"{', '.join(method.networks)}",
+        )
+    return cfg
 
 
 def _located(err: ValidationError, source: str) -> ConfigError:

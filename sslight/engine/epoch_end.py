@@ -36,7 +36,7 @@ def end_epoch(
     state, history, last_logs = run.state, run.state.history, stats.last_logs
     summary = _summary(run, epoch, stats)
     features = _knn_monitor(run, epoch, summary)
-    summary.update(run.monitor.summary(features, state.method.eval_backbone().embed_dim))
+    summary.update(run.monitor.summary(features, state.method.student.backbone.embed_dim))
     collapse = _record_collapse(summary, history, run.run_dir, run.env)
     history["loss"] = last_logs.get("loss")
     run.metrics.write(summary)

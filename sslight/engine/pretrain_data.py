@@ -21,7 +21,7 @@ from sslight.data import (
 from sslight.engine.distributed import DistEnv
 from sslight.engine.knn import extract_features, knn_accuracy
 from sslight.engine.runtime import Runtime
-from sslight.methods import METHODS
+from sslight.methods import METHODS, evaluated_network
 from sslight.methods.base import SSLMethod
 
 
@@ -98,9 +98,10 @@ def knn_monitor(
     method: SSLMethod, data: PretrainData, cfg: Any, rt: Runtime
 ) -> tuple[float, torch.Tensor]:
     """Top-1 (%) of a weighted k-NN classifier on the evaluated backbone (train → val), and the
-    training images' features (the collapse monitor's ``feature_std`` reads them)."""
+    training images' features (the collapse monitor's ``feature_std`` reads them). The evaluated
+    backbone is ``eval.network``'s (the student by default, as the seed's training-time k-NN)."""
     assert data.monitor is not None
-    backbone = method.eval_backbone()
+    backbone = evaluated_network(method, cfg.eval.network).backbone
     train_f, train_y = extract_features(backbone, data.monitor[0], rt.device, rt.channels_last)
     val_f, val_y = extract_features(backbone, data.monitor[1], rt.device, rt.channels_last)
     k = cfg.eval.knn.monitor_k

@@ -26,6 +26,13 @@ def cosine_schedule(
     return np.concatenate([ramp, cosine]).astype(np.float64)
 
 
+def held_per_epoch(values: np.ndarray, steps_per_epoch: int) -> np.ndarray:
+    """``values`` (one per iteration) with every epoch's steps at its first step's value: how the
+    seed's ``cls_trainer.py`` sets the learning rate, ``lr_schedule[steps]`` once per epoch."""
+    firsts = values[::steps_per_epoch]
+    return np.repeat(firsts, steps_per_epoch)[: len(values)]
+
+
 def epoch_warmup_schedule(start: float, end: float, warmup_epochs: int, epochs: int) -> np.ndarray:
     """Linear from ``start`` to ``end`` over ``warmup_epochs``, then constant (teacher temp)."""
     warmup = min(warmup_epochs, epochs)

@@ -21,11 +21,13 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         if not self.training:
             return super().forward(x)
         channels = x.shape[1]
+        dims = (0, *range(2, x.dim()))  # every dimension but the channels
+        shape = (1, channels, *([1] * (x.dim() - 2)))
         wide = x.double()
         local = torch.cat(
             [
-                wide.sum(dim=(0, 2, 3)),
-                (wide * wide).sum(dim=(0, 2, 3)),
+                wide.sum(dim=dims),
+                (wide * wide).sum(dim=dims),
                 wide.new_full((1,), x.numel() / channels),
             ]
         )
@@ -37,9 +39,9 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
             unbiased = var.detach() * count / (count - 1).clamp_min(1)
             self._update_running_stats(mean.detach(), unbiased)
         inverse_std = torch.rsqrt(var + self.eps).to(x.dtype)
-        out = (x - mean.to(x.dtype)[None, :, None, None]) * inverse_std[None, :, None, None]
+        out = (x - mean.to(x.dtype).view(shape)) * inverse_std.view(shape)
         if self.affine:
-            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+            out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
 
     @torch.no_grad()
@@ -50,11 +52,21 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), factor)
 
 
+class CpuSyncBatchNorm1d(CpuSyncBatchNorm):
+    """The same over ``(N, C)`` or ``(N, C, L)`` inputs (an MLP head's ``BatchNorm1d``)."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        nn.BatchNorm1d._check_input_dim(self, x)
+
+
 def convert_cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` inside ``module`` (in place; returned) by a
-    ``CpuSyncBatchNorm`` with its parameters, statistics and settings; the state-dict keys stay."""
-    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CpuSyncBatchNorm):
-        synced = CpuSyncBatchNorm(
+    """Replace every ``BatchNorm2d`` / ``BatchNorm1d`` inside ``module`` (in place; returned) by a
+    ``CpuSyncBatchNorm`` / ``CpuSyncBatchNorm1d`` with its parameters, statistics and settings;
+    the state-dict keys stay."""
+    kinds = {nn.BatchNorm2d: CpuSyncBatchNorm, nn.BatchNorm1d: CpuSyncBatchNorm1d}
+    kind = kinds.get(type(module))
+    if kind is not None:
+        synced = kind(
             module.num_features,
             module.eps,
             module.momentum,

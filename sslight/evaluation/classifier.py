@@ -2,8 +2,10 @@
 head), one training epoch, top-k accuracy, and the resumable epoch loop (the labelled data they
 train on: sslight/evaluation/labelled_data.py).
 
-The loop follows DINO's ``eval_linear.py``: cosine learning rate to 0 (here per iteration),
-validation after every epoch, the best validation top-1 reported. It checkpoints after every
+The loop follows DINO's ``eval_linear.py`` and the seed's ``cls_trainer.py``: cosine learning rate
+to ``min_lr`` (the seed's 1e-6), held for each epoch at the value of its first step as the seed
+sets it (``lr_schedule: epoch``) or moved every iteration (``step``), validation after every
+epoch, the best validation top-1 reported. It checkpoints after every
 epoch, and each epoch's batches depend only on (seed, epoch), so a resumed run continues exactly
 where the interrupted one stopped.
 """
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -24,7 +27,7 @@ from torch.nn import functional as F
 from sslight.engine.checkpoint import load_checkpoint, save_checkpoint
 from sslight.engine.distributed import DistEnv, sum_over_ranks
 from sslight.engine.optim import set_lr_and_weight_decay
-from sslight.engine.schedules import cosine_schedule
+from sslight.engine.schedules import cosine_schedule, held_per_epoch
 from sslight.evaluation.data_parallel import for_training, sync_buffers
 from sslight.evaluation.features import amp_context
 from sslight.evaluation.labelled_data import (
@@ -44,6 +47,7 @@ __all__ = [
     "EpochBatches",
     "amp_dtype_for",
     "augmented_batches",
+    "classifier_lrs",
     "completed_result",
     "eval_batches",
     "evaluate_topk",
@@ -178,6 +182,15 @@ def completed_result(checkpoint_dir: Path, epochs: int) -> dict[str, float] | No
     return _summary(state)
 
 
+def classifier_lrs(
+    lr: float, min_lr: float, epochs: int, steps_per_epoch: int, schedule: str
+) -> np.ndarray:
+    """One learning rate per iteration: cosine from ``lr`` to ``min_lr`` over all of them, each
+    epoch held at its first step's value (``schedule`` ``epoch``, the seed's) or not (``step``)."""
+    lrs = cosine_schedule(lr, min_lr, epochs, steps_per_epoch)
+    return held_per_epoch(lrs, steps_per_epoch) if schedule == "epoch" else lrs
+
+
 def fit_classifier(
     model: Classifier,
     optimizer: torch.optim.Optimizer,
@@ -189,12 +202,14 @@ def fit_classifier(
     lr: float,
     weight_decay: float,
     checkpoint_dir: Path,
+    min_lr: float = 0.0,
+    lr_schedule: str = "step",
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     stage: str = "classifier",
     env: DistEnv | None = None,
 ) -> dict[str, float]:
-    """Train ``model.trainable`` for ``epochs`` (cosine lr from ``lr`` to 0 per iteration),
+    """Train ``model.trainable`` for ``epochs`` (learning rates: :func:`classifier_lrs`),
     validating and checkpointing after each epoch; resumes from ``checkpoint_dir``.
 
     With ``env`` distributed, ``train_batches`` and ``val_batches`` are this rank's share: the
@@ -205,7 +220,7 @@ def fit_classifier(
     env = env or DistEnv()
     if steps_per_epoch < 1:
         raise ValueError(f"{stage}: no full training batch per epoch")
-    lrs = cosine_schedule(lr, 0.0, epochs, steps_per_epoch)
+    lrs = classifier_lrs(lr, min_lr, epochs, steps_per_epoch, lr_schedule)
     state = load_checkpoint(checkpoint_dir)
     start, best, last = _resume(model, optimizer, state, stage, epochs)
     trained = for_training(model, env, device)

@@ -1,7 +1,8 @@
 """Linear evaluation on a frozen backbone (DINO ``eval_linear.py``; SSLight seed repo settings).
 
-CNNs: LARS, lr 0.05 × batch/256 (0.8 at 4096), 100 epochs, wd 0, cosine; ViT-Tiny: SGD,
-lr 0.01 × batch/256, on the concatenated CLS tokens of the last 4 blocks. Training images get
+CNNs: LARS, lr 0.05 × batch/256 (0.8 at 4096), 100 epochs, wd 0, cosine to 1e-6 set once per
+epoch; ViT-Tiny: SGD, lr 0.01 × batch/256 (0.04 at 1024), on the concatenated CLS tokens of the
+last 4 blocks. Training images get
 RandomResizedCrop + flip, validation images resize + centre crop; the best val top-1 is reported.
 With ``cached_features`` the features of the un-augmented training images are computed once and
 the linear layer trains on them (the fast path on a CPU). In a distributed run each rank trains
@@ -102,6 +103,8 @@ def linear_eval(
         val,
         epochs=lin.epochs,
         lr=base_lr * batch / 256,
+        min_lr=lin.min_lr,
+        lr_schedule=lin.lr_schedule,
         weight_decay=lin.weight_decay,
         checkpoint_dir=checkpoint_dir,
         device=device,

@@ -1,18 +1,23 @@
 """Semi-supervised evaluation: fine-tune the whole network on a fraction of the labels.
 
-SSLight seed repo: 1 % of ImageNet for 60 epochs or 10 % for 30, SGD Nesterov, lr
-0.03 × batch/256, wd 0, cosine; the labelled images come from the fixed ImageNet split files
-(``1percent.txt``, ``10percent.txt``, one file name per line, as released with SimCLR). Without
-a split directory the labelled subset is class-stratified and seeded with the run's seed, taken
-from the images the run pretrained on (``data.train_subset``). In a distributed run each rank
-fine-tunes on its share of every global batch (``eval.semi.batch_size``) with the batch norm
-computed over the global batch (SyncBatchNorm, as the seed; ``CpuSyncBatchNorm`` on CPUs), and
+SSLight seed repo: 1 % of ImageNet for 60 epochs or 10 % for 30, batch 1024, SGD Nesterov, lr
+0.03 × batch/256, wd 0, cosine to 1e-6 set once per epoch, the seed's 3-layer MLP head started
+from the pretrained projection head (sslight/evaluation/semi_head.py). The labelled images come
+from the fixed ImageNet split files (``1percent.txt``, ``10percent.txt``, one file name per line,
+as released with SimCLR) or the seed's own ``semi_<p>percent.txt`` (``index,label,wnid,file``
+per line: the index counts images in its HDF5 packing of ImageNet, so the class folder and file
+name are what is matched, never the index). Without a split
+directory the labelled subset is class-stratified and seeded with the run's seed, taken from the
+images the run pretrained on (``data.train_subset``). In a distributed run each rank fine-tunes
+on its share of every global batch (``eval.semi.batch_size``) with the batch norm computed over
+the global batch (SyncBatchNorm, as the seed; ``CpuSyncBatchNorm`` on CPUs), and
 rank 0 writes the files.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -33,10 +38,10 @@ from sslight.evaluation.classifier import (
     completed_result,
     eval_batches,
     fit_classifier,
-    linear_head,
     load_labelled_data,
 )
 from sslight.evaluation.data_parallel import per_rank_batch, shard, sync_batch_norm
+from sslight.evaluation.semi_head import semi_head
 from sslight.stages.names import percent_tag, semi_stage_name
 
 
@@ -55,8 +60,8 @@ def read_split_file(path: Path, source: ImageSource) -> torch.Tensor:
     """Sorted source indices of the images listed in ``path`` (blank lines and ``#`` skipped).
 
     File sources: one image per line, by file name or by a path ending in ``<class>/<name>``
-    (ImageNet split files list names such as ``n01440764_10026.JPEG``). In-memory sources: one
-    integer index per line.
+    (ImageNet split files list names such as ``n01440764_10026.JPEG``), or a seed line
+    ``index,label,<class>,<name>``. In-memory sources: one integer index per line.
     """
     lines = [
         (number, line.strip())
@@ -70,6 +75,9 @@ def read_split_file(path: Path, source: ImageSource) -> torch.Tensor:
         keys = {key: i for i, key in enumerate(_file_keys(source))}
         missing = []
         for number, entry in lines:
+            fields = entry.split(",")
+            if len(fields) == 4:  # the seed's index,label,wnid,file: match <wnid>/<file>
+                entry = f"{fields[2].strip()}/{fields[3].strip()}"
             parts = Path(entry).parts
             found = keys.get(parts[-1])
             if found is None and len(parts) > 1:
@@ -108,16 +116,20 @@ def labelled_subset(
     split_dir: str | None,
     seed: int,
 ) -> torch.Tensor:
-    """Source indices of the labelled images: ``split_dir/<p>percent.txt`` when a split
-    directory is given, else a stratified ``fraction`` of ``pool`` seeded with ``seed``."""
+    """Source indices of the labelled images: ``split_dir/<p>percent.txt`` (SimCLR's name) or
+    ``split_dir/semi_<p>percent.txt`` (the seed's) when a split directory is given, else a
+    stratified ``fraction`` of ``pool`` seeded with ``seed``."""
     if split_dir:
-        path = Path(split_dir).expanduser() / f"{percent_tag(fraction)}percent.txt"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"eval.semi.split_dir: no split file {path} for the {percent_tag(fraction)} % "
-                f"labels; add it or unset split_dir for a stratified subset"
-            )
-        return read_split_file(path, source)
+        tag = percent_tag(fraction)
+        names = [f"{tag}percent.txt", f"semi_{tag}percent.txt"]
+        for name in names:
+            path = Path(split_dir).expanduser() / name
+            if path.is_file():
+                return read_split_file(path, source)
+        raise FileNotFoundError(
+            f"eval.semi.split_dir: no split file {' or '.join(names)} in {split_dir} for the "
+            f"{tag} % labels; add one or unset split_dir for a stratified subset"
+        )
     return pool[stratified_subset(source.labels[pool], fraction, seed)]
 
 
@@ -144,10 +156,14 @@ def semi_supervised(
     epochs: int,
     run_dir: Path,
     device: torch.device,
+    pretrained_head: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Fine-tune a copy of ``backbone`` plus a linear head on ``fraction`` of the labels.
+    """Fine-tune a copy of ``backbone`` plus the ``eval.semi.head`` on ``fraction`` of the
+    labels; the MLP head's first two layers start from ``pretrained_head`` (a projection head's
+    ``mlp.*`` tensors) when given.
 
-    Writes the labelled images used to ``run_dir/semi_<p>_subset.txt`` and checkpoints to
+    Writes the labelled images used to ``run_dir/semi_<p>_subset.txt``, how the head started to
+    ``run_dir/semi_<p>_head.json``, and checkpoints to
     ``run_dir/checkpoints/semi_<p>`` after every epoch (and resumes from there). Returns
     ``semi_<p>_top1`` (best val epoch) and ``semi_<p>_top5`` (at that epoch), in percent.
     """
@@ -173,9 +189,13 @@ def semi_supervised(
     if done is not None:
         return named(done)
 
-    network = copy.deepcopy(backbone).requires_grad_(True)  # an EMA teacher arrives frozen
-    head = linear_head(network.embed_dim, data.num_classes, cfg.seed)
-    model = Classifier(sync_batch_norm(network, env, device), head, frozen_features=False)
+    network = copy.deepcopy(backbone).requires_grad_(True)  # evaluated backbones arrive frozen
+    head, record = semi_head(
+        semi.head, network.embed_dim, data.num_classes, cfg.seed, pretrained_head
+    )
+    if env.is_main:
+        (run_dir / f"{stage}_head.json").write_text(json.dumps(record, indent=2) + "\n")
+    model = sync_batch_norm(Classifier(network, head, frozen_features=False), env, device)
     model.to(device)
     batch = min(semi.batch_size, len(indices) // env.world_size * env.world_size)  # global
     share = per_rank_batch(batch, env, "eval.semi.batch_size")
@@ -193,6 +213,8 @@ def semi_supervised(
         val,
         epochs=epochs,
         lr=semi.base_lr * batch / 256,
+        min_lr=semi.min_lr,
+        lr_schedule=semi.lr_schedule,
         weight_decay=semi.weight_decay,
         checkpoint_dir=checkpoint_dir,
         device=device,

@@ -66,6 +66,23 @@ SeedLayout = tuple[str, bool]
 
 
 @dataclass(frozen=True)
+class EvalNetwork:
+    """One of a method's networks that ``eval.network`` can choose for the evaluation stages.
+
+    ``attribute``: the SSLMethod attribute holding it (a ``Network``); ``label``: what
+    result.json, the export sidecar and the report call it; ``seed_module``: its module in the
+    seed repo's releases (``module.student.``), where the ``seed_prefixes`` point for the
+    student."""
+
+    attribute: str
+    label: str
+    seed_module: str
+
+
+STUDENT_ONLY = {"student": EvalNetwork("student", "student", "module.student.")}
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """Everything the platform knows about a method, in one registry entry.
 
@@ -76,9 +93,12 @@ class MethodSpec:
       (e.g. ``{"train": {...}, "dino": {...}}``);
     - ``baseline_views[family]``: the seed repo's baseline geometry at 224 px
       (see sslight/config/views.py);
-    - ``evaluated_label``: what the export sidecar calls the evaluated network
-      (the network itself is the method's ``eval_backbone()``);
-    - ``seed_prefixes[family]``: where the seed repo's released checkpoints keep that backbone.
+    - ``networks``: the networks ``eval.network`` chooses from (``student``, the seed's
+      choice and the default, and ``teacher`` where the method has one);
+    - ``seed_prefixes[family]``: where the seed repo's released checkpoints keep the student's
+      backbone (the key that tells which method a release is);
+    - ``semi_head_from_pretrained``: the semi-supervised MLP head starts from the first two
+      layers of the evaluated network's projection head (the seed's ``use_head=True``, DINO).
     """
 
     name: str
@@ -88,8 +108,9 @@ class MethodSpec:
     defaults: dict[str, dict[str, Any]]
     baseline_views: dict[str, dict[str, Any]]
     default_stages: tuple[str, ...] = ("pretrain", "knn", "linear")
-    evaluated_label: str = "student"
+    networks: dict[str, EvalNetwork] = field(default_factory=lambda: dict(STUDENT_ONLY))
     seed_prefixes: dict[str, SeedLayout] = field(default_factory=dict)
+    semi_head_from_pretrained: bool = False
 
 
 class Network(nn.Module):
@@ -105,15 +126,13 @@ class SSLMethod(nn.Module):
     """Base class: a student network (the checkpoint's ``"model"``) plus the joint linear probe.
 
     Subclasses set ``self.student`` (backbone + head) and implement ``ssl_step``; the base's
-    ``training_step`` adds the joint probe's loss and logs. A method that evaluates another
-    network than the student names its attribute in ``evaluated``. A method
-    whose ``extra_state`` differs between processes (SwAV's queues) sets ``per_process_state``
-    so checkpoints keep one copy per rank.
+    ``training_step`` adds the joint probe's loss and logs; the networks that evaluations may
+    take are named in its spec (``MethodSpec.networks``). A method whose ``extra_state``
+    differs between processes (SwAV's queues) sets ``per_process_state`` so checkpoints keep
+    one copy per rank.
     """
 
     per_process_state: ClassVar[bool] = False
-    # The attribute holding the Network that k-NN, linear evaluation and export use.
-    evaluated: ClassVar[str] = "student"
 
     def __init__(self, cfg: RunConfigBase, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -152,10 +171,6 @@ class SSLMethod(nn.Module):
     ) -> StepOutput:
         """One training step's loss; the engine calls the (possibly DDP-wrapped) module."""
         return self.training_step(views, labels, ctx)
-
-    def eval_backbone(self) -> nn.Module:
-        """The backbone the method evaluates (k-NN, linear, export): ``evaluated``'s."""
-        return getattr(self, self.evaluated).backbone
 
     def trainable_modules(self) -> list[nn.Module]:
         """Modules whose parameters the optimiser updates."""

@@ -36,7 +36,14 @@ from torch import nn
 from sslight.config.base import StrictModel
 from sslight.config.errors import ConfigError
 from sslight.config.views import CNN_BASELINE_CROPS
-from sslight.methods.base import MethodSpec, MethodStep, Network, StepContext, seed_lars
+from sslight.methods.base import (
+    EvalNetwork,
+    MethodSpec,
+    MethodStep,
+    Network,
+    StepContext,
+    seed_lars,
+)
 from sslight.methods.moco_loss import MoCoLoss
 from sslight.methods.momentum import MomentumMethod
 from sslight.models import ProjectionHead, build_backbone, forward_multicrop
@@ -157,6 +164,10 @@ SPEC = MethodSpec(
     augmentation="dino",
     defaults=DEFAULTS,
     baseline_views=BASELINE_VIEWS,
-    evaluated_label="query encoder",
+    # The query encoder is evaluated (He et al. 2020, Sec. 3.3; the seed's load_moco_cnn).
+    networks={
+        "student": EvalNetwork("student", "query encoder", "module.encoder_q."),
+        "teacher": EvalNetwork("key_encoder", "key encoder", "module.encoder_k."),
+    },
     seed_prefixes={"cnn": ("module.encoder_q.backbone.encoder.", True)},
 )

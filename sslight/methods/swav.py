@@ -21,7 +21,15 @@ from torch import Tensor, nn
 
 from sslight.config.base import StrictModel
 from sslight.config.views import CNN_BASELINE_CROPS
-from sslight.methods.base import MethodSpec, MethodStep, Network, SSLMethod, StepContext, seed_lars
+from sslight.methods.base import (
+    EvalNetwork,
+    MethodSpec,
+    MethodStep,
+    Network,
+    SSLMethod,
+    StepContext,
+    seed_lars,
+)
 from sslight.methods.swav_loss import SwAVLoss
 from sslight.models import ProjectionHead, build_backbone, forward_multicrop
 
@@ -203,6 +211,6 @@ SPEC = MethodSpec(
     augmentation="swav",
     defaults=DEFAULTS,
     baseline_views=BASELINE_VIEWS,
-    evaluated_label="network",  # its only network, the seed's ``module.network``
+    networks={"student": EvalNetwork("student", "network", "module.network.")},  # its only one
     seed_prefixes={"cnn": ("module.network.backbone.encoder.", True)},
 )

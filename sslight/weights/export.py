@@ -1,15 +1,10 @@
 """Export a run's backbone for use outside sslight: ``backbone.pt`` + ``backbone.json``.
 
-``backbone.pt`` is a plain state dict (``torch.load(..., weights_only=True)``) of the backbone the
-method evaluates, in the torchvision / timm layout its ``BackboneSpec`` declares
-(sslight/weights/layout.py):
-
-- DINO: the teacher (Caron et al. 2021, Sec. 3.1: the EMA teacher is the better network),
-- SwAV: the network (it has no second copy),
-- MoCo-v2: the query encoder (He et al. 2020, Sec. 3.3),
-
-i.e. ``eval_backbone()`` of sslight/methods/*.py, the network k-NN and linear evaluation use.
-``backbone.json`` says what it is: method, backbone, view policy, epochs, the metrics of
+``backbone.pt`` is a plain state dict (``torch.load(..., weights_only=True)``) of the backbone
+the evaluations use, in the torchvision / timm layout its ``BackboneSpec`` declares
+(sslight/weights/layout.py): the network ``eval.network`` names (``MethodSpec.networks``), by
+default the student as the seed (DINO's student, SwAV's network, MoCo-v2's query encoder).
+``backbone.json`` says what it is: method, backbone, network, view policy, epochs, the metrics of
 ``result.json``, the config key (the grid's key: the resolved config with ``output_dir`` blanked)
 and what the file loads into.
 """
@@ -51,7 +46,8 @@ def sidecar_for(cfg: Any, result: dict[str, Any], tensors: int) -> dict[str, Any
         "format": FORMAT,
         "method": cfg.method,
         "backbone": cfg.backbone,
-        "network": METHODS.get(cfg.method).evaluated_label,
+        "network": METHODS.get(cfg.method).networks[cfg.eval.network].label,
+        "eval_network": cfg.eval.network,
         "view_policy": cfg.views.policy,
         "epochs": cfg.train.epochs,
         "image_size": cfg.data.image_size,

@@ -5,10 +5,12 @@ A path is one of (detected from what it holds, not from its name):
 - an export (``sslight export``; ``<run>/export/backbone.pt``): a flat state dict in the
   torchvision / timm layout of sslight/weights/layout.py;
 - one of our runs: a run directory, its ``checkpoints/`` directory or a ``last.pt`` file; the
-  backbone the method evaluates is taken (DINO teacher, SwAV network, MoCo query encoder);
+  backbone of the network ``eval.network`` names is taken (by default the student: DINO's
+  student, MoCo's query encoder, SwAV's network);
 - a checkpoint released with the seed repo (``*.pth.tar``, sslight/weights/seed_import.py), or
   the folder of those releases: the file named after the config's method, backbone and view
-  policy is taken (``dino_r18_sslight.pth.tar`` for dino × resnet18 × sslight).
+  policy is taken (``dino_r18_sslight.pth.tar`` for dino × resnet18 × sslight), and in it the
+  network ``eval.network`` names (``module.student.`` by default, as the seed evaluates).
 
 Every file is read with :func:`~sslight.weights.safe_unpickle.load_untrusted` (no pickled code
 runs). Every tensor of the backbone must be found with its shape; anything else is a
@@ -36,13 +38,14 @@ log = logging.getLogger(__name__)
 KEY = "init.weights"
 
 
-def eval_backbone_from_checkpoint(cfg: Any, state: Mapping[str, Any]) -> nn.Module:
-    """The backbone ``cfg``'s method evaluates, with the weights of a training checkpoint."""
-    from sslight.methods import METHODS
+def network_from_checkpoint(cfg: Any, state: Mapping[str, Any], network: str) -> nn.Module:
+    """The network (backbone + projection head) that ``network`` (``eval.network``) names in
+    ``cfg``'s method, with the weights of a training checkpoint."""
+    from sslight.methods import METHODS, evaluated_network
 
     method = METHODS.get(cfg.method).build(cfg, num_classes=TrainState.probe_classes(state))
     TrainState.load_weights(method, state)
-    return method.eval_backbone()
+    return evaluated_network(method, network)
 
 
 def _fail(path: Path, problem: str, source: str) -> ConfigError:
@@ -81,18 +84,25 @@ def _read(path: Path, source: str, release: str | None) -> tuple[Any, Path]:
         raise _fail(path, problem, source) from None
 
 
-def _from_training_checkpoint(state: Mapping[str, Any]) -> tuple[str, dict, dict]:
+def recorded_network(state: Mapping[str, Any], network: str) -> tuple[Any, nn.Module]:
+    """The config a training checkpoint records and its ``network``; ``ValueError`` when this
+    version cannot read it or the method has no such network."""
     try:
         cfg = resolve(TrainState.recorded_config(state), source="its config")
-        backbone = eval_backbone_from_checkpoint(cfg, state)
+        return cfg, network_from_checkpoint(cfg, state, network)
     except (ConfigError, KeyError, RuntimeError, ValueError) as err:
         raise ValueError(f"an sslight checkpoint this version cannot read: {err}") from None
+
+
+def _from_training_checkpoint(state: Mapping[str, Any], network: str) -> tuple[str, dict, dict]:
+    cfg, chosen = recorded_network(state, network)
     report = {
         "kind": "sslight checkpoint",
         "method": cfg.method,
+        "network": network,
         "trained_epochs": TrainState.epochs_done(state),
     }
-    return cfg.backbone, backbone.state_dict(), report
+    return cfg.backbone, chosen.backbone.state_dict(), report
 
 
 def _from_export(path: Path, state: Mapping[str, Any], backbone: str) -> tuple[str, dict, dict]:
@@ -127,11 +137,16 @@ def _check_fits(
 
 
 def load_init_weights(
-    path_text: str, backbone: str, source: str = "config", release: str | None = None
+    path_text: str,
+    backbone: str,
+    source: str = "config",
+    release: str | None = None,
+    network: str = "student",
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state dict of our ``backbone`` held at ``path_text`` and a report of what was loaded
     and what was not; ``ConfigError`` (exit 2 in the CLIs) when it is missing or does not fit.
-    ``release``: the file to take when ``path_text`` is a folder of seed releases."""
+    ``release``: the file to take when ``path_text`` is a folder of seed releases; ``network``:
+    which of a checkpoint's networks (``eval.network``)."""
     from sslight.models.backbones import build_backbone
     from sslight.weights.seed_import import (
         SeedImportError,
@@ -143,12 +158,12 @@ def load_init_weights(
     target = build_backbone(backbone).state_dict()
     if TrainState.is_checkpoint(obj):
         try:
-            found, weights, report = _from_training_checkpoint(obj)
+            found, weights, report = _from_training_checkpoint(obj, network)
         except ValueError as err:
             raise _fail(path, str(err), source) from None
     elif is_seed_checkpoint(obj):
         try:
-            weights, report = import_seed_backbone(obj, backbone, target)
+            weights, report = import_seed_backbone(obj, backbone, target, network)
         except SeedImportError as err:
             raise _fail(path, f"seed checkpoint: {err}", source) from None
         found = backbone
@@ -174,7 +189,9 @@ def _load_for(cfg: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from sslight.weights.seed_import import released_name
 
     release = released_name(cfg.method, cfg.backbone, cfg.views.policy)
-    return load_init_weights(cfg.init.weights, cfg.backbone, release=release)
+    return load_init_weights(
+        cfg.init.weights, cfg.backbone, release=release, network=cfg.eval.network
+    )
 
 
 def init_backbone(cfg: Any, device: torch.device) -> nn.Module:
@@ -199,3 +216,24 @@ def check_init_weights(cfg: Any, run_dir: Path) -> dict[str, Any]:
     log.info("init.weights %s: %s, %d tensors", report["path"], report["kind"], report["tensors"])
     run.init_weights.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
+
+
+def init_head(cfg: Any) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The projection head of ``eval.network`` in ``cfg.init.weights`` (``mlp.*`` keys) and where
+    it came from; None for an export, which holds the backbone alone."""
+    from sslight.weights.seed_import import import_seed_head, is_seed_checkpoint, released_name
+
+    release = released_name(cfg.method, cfg.backbone, cfg.views.policy)
+    obj, path = _read(Path(cfg.init.weights).expanduser(), "config", release)
+    network = cfg.eval.network
+    if TrainState.is_checkpoint(obj):
+        try:
+            _, chosen = recorded_network(obj, network)
+        except ValueError as err:
+            raise _fail(path, str(err), "config") from None
+        state = chosen.head.state_dict()
+        head = {k: v for k, v in state.items() if k.startswith("mlp.")}
+        return head, f"{network} head of {path}"
+    if is_seed_checkpoint(obj):
+        return import_seed_head(obj, network), f"{network} head of the seed release {path}"
+    return None, f"{path} is an export: it holds no head"

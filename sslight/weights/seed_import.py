@@ -76,11 +76,29 @@ def _seed_config_value(config: Any, *path: str) -> Any:
     return config
 
 
+def network_prefix(layout: SeedPrefix, network: str) -> str:
+    """Where a release keeps the backbone of ``network`` (``eval.network``): the student's prefix
+    with the student's module swapped for ``network``'s (``module.teacher.`` for DINO's)."""
+    from sslight.methods import METHODS
+
+    networks = METHODS.get(layout.method).networks
+    if network not in networks:
+        raise SeedImportError(
+            f"a {layout.method} release has no {network!r} network (it has: {', '.join(networks)})"
+        )
+    student, chosen = networks["student"].seed_module, networks[network].seed_module
+    return chosen + layout.prefix.removeprefix(student)
+
+
 def import_seed_backbone(
-    checkpoint: Mapping[str, Any], backbone: str, target: Mapping[str, torch.Tensor]
+    checkpoint: Mapping[str, Any],
+    backbone: str,
+    target: Mapping[str, torch.Tensor],
+    network: str = "student",
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The backbone tensors of a loaded seed checkpoint, renamed to ``target``'s keys (the state
-    dict of our ``backbone``), and a report of what was loaded and what was not."""
+    """The backbone tensors of ``network`` in a loaded seed checkpoint, renamed to ``target``'s
+    keys (the state dict of our ``backbone``), and a report of what was loaded and what was
+    not."""
     from sslight.models.backbones import backbone_spec
 
     family = backbone_spec(backbone).family
@@ -99,14 +117,17 @@ def import_seed_backbone(
             f"found {', '.join(seen[:8])})"
         )
     layout = found[0]
-    source = {k[len(layout.prefix) :]: v for k, v in state.items() if k.startswith(layout.prefix)}
+    prefix = network_prefix(layout, network)
+    source = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not source:
+        raise SeedImportError(f"no {network} backbone in its state_dict (looked for {prefix})")
     mapped = _by_position(source, target) if layout.by_position else _by_name(source, target)
     unused = [] if layout.by_position else sorted(set(source) - set(mapped))
-    rest = Counter(".".join(k.split(".")[:2]) for k in state if not k.startswith(layout.prefix))
+    rest = Counter(".".join(k.split(".")[:2]) for k in state if not k.startswith(prefix))
     report = {
         "kind": "seed checkpoint",
         "method": layout.method,
-        "network": layout.prefix.removesuffix("."),
+        "network": prefix.removesuffix("."),
         "tensors_loaded": len(mapped),
         "backbone_tensors_unused": unused,
         "not_loaded": dict(sorted(rest.items())),
@@ -162,3 +183,22 @@ def _by_name(
         _check_shape(name, name, source[name], expected)
         mapped[name] = source[name]
     return mapped
+
+
+def import_seed_head(checkpoint: Mapping[str, Any], network: str = "student") -> dict[str, Any]:
+    """The projection head MLP of ``network`` in a loaded seed checkpoint, under our names
+    (``mlp.0.weight``...; the seed's DINOHead numbers its layers as ours); empty when the release
+    has none."""
+    from sslight.methods import METHODS
+
+    state: Mapping[str, Any] = checkpoint["state_dict"]
+    for layout in seed_prefixes("cnn") + seed_prefixes("vit"):
+        if any(k.startswith(layout.prefix) for k in state):
+            network_prefix(layout, network)  # the release's method has this network
+            prefix = METHODS.get(layout.method).networks[network].seed_module + "head."
+            return {
+                k[len(prefix) :]: v
+                for k, v in state.items()
+                if k.startswith(prefix + "mlp.") and isinstance(v, torch.Tensor)
+            }
+    return {}
