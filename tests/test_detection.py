@@ -153,8 +153,8 @@ def test_detector_starts_from_the_pretrained_weights(
     make_run, tmp_path, backbone, freeze_bn, prefix
 ):
     cfg = _pretrained_run(make_run, tmp_path, backbone, freeze_bn=freeze_bn)
-    teacher = load_checkpoint(tmp_path / "checkpoints")["method_state"]["teacher"]
-    pretrained = {k[len(prefix) :]: v for k, v in teacher.items() if k.startswith(prefix)}
+    student = load_checkpoint(tmp_path / "checkpoints")["model"]  # eval.network: student
+    pretrained = {k[len(prefix) :]: v for k, v in student.items() if k.startswith(prefix)}
     loaded = load_eval_backbone(cfg, tmp_path, torch.device("cpu"))
     model = build_detector(loaded, backbone, 11, cfg.eval.detection, masks=True)
 

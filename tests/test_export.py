@@ -97,15 +97,15 @@ def pretrained(tmp_path_factory) -> tuple[Path, dict]:
     return root, sslight.run(tiny_run(root, stages=["pretrain", "knn"]))
 
 
-def test_pretraining_exports_the_teacher_and_later_stages_refresh_the_metrics(pretrained):
+def test_pretraining_exports_the_student_and_later_stages_refresh_the_metrics(pretrained):
     run, result = pretrained
     exported = torch.load(run / "export" / "backbone.pt", weights_only=True)
     checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     teacher = _backbone_of(checkpoint["method_state"]["teacher"])
     student = _backbone_of(checkpoint["model"])
-    assert exported.keys() == teacher.keys()
-    assert all(torch.equal(exported[k], teacher[k]) for k in teacher)
-    assert not all(torch.equal(exported[k], student[k]) for k in student)  # DINO: not the student
+    assert exported.keys() == student.keys()
+    assert all(torch.equal(exported[k], student[k]) for k in student)  # the seed's choice
+    assert not all(torch.equal(exported[k], teacher[k]) for k in teacher)  # DINO: not the EMA
 
     sidecar = json.loads((run / "export" / "backbone.json").read_text())
     assert sidecar["metrics"]["knn_top1"] == result["knn_top1"]
@@ -113,7 +113,7 @@ def test_pretraining_exports_the_teacher_and_later_stages_refresh_the_metrics(pr
     cfg = tiny_run(run, stages=["pretrain", "knn"])
     grid_key = config_key(resolve({**config_to_dict(cfg), "output_dir": ""}))
     assert sidecar["config_key"] == grid_key
-    assert sidecar["network"] == "teacher"
+    assert (sidecar["network"], sidecar["eval_network"]) == ("student", "student")
 
 
 def _config_file(tmp_path: Path, **overrides) -> Path:
