@@ -173,9 +173,10 @@ def test_detector_starts_from_the_pretrained_weights(
     assert all(p.requires_grad for p in model.backbone.body.parameters())
 
 
-def _detector(make_run, tmp_path, masks=True, **detection):
+def _detector(make_run, tmp_path, **detection):
+    """A Mask R-CNN on a fresh ResNet18 with ``TINY_DETECTION`` updated by ``detection``."""
     det = make_run(tmp_path, eval={"detection": {**TINY_DETECTION, **detection}}).eval.detection
-    return build_detector(build_backbone("resnet18"), "resnet18", 11, det, masks=masks)
+    return build_detector(build_backbone("resnet18"), "resnet18", 11, det, masks=True)
 
 
 def _pyramid(channels: int = 3) -> dict[str, torch.Tensor]:
