@@ -13,6 +13,8 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import nn
 from torchvision.io import read_image
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 import sslight
 from sslight.config import ConfigError
@@ -22,6 +24,7 @@ from sslight.data.synthetic_coco import ensure_synthetic_coco, write_split
 from sslight.engine.checkpoint import load_checkpoint
 from sslight.evaluation.coco_eval import coco_ap, predict
 from sslight.evaluation.detection import transfer
+from sslight.evaluation.detection_heads import fast_rcnn_loss
 from sslight.evaluation.detection_model import build_detector
 from sslight.evaluation.detection_train import lr_at, train_detector
 from sslight.models.backbones import build_backbone
@@ -168,6 +171,98 @@ def test_detector_starts_from_the_pretrained_weights(
     fresh = build_detector(build_backbone(backbone), backbone, 11, cfg.eval.detection, masks=True)
     assert not torch.equal(fresh.backbone.body.state_dict()[convs[-1]], body[convs[-1]])
     assert all(p.requires_grad for p in model.backbone.body.parameters())
+
+
+def _detector(make_run, tmp_path, **detection):
+    """A Mask R-CNN on a fresh ResNet18 with ``TINY_DETECTION`` updated by ``detection``."""
+    det = make_run(tmp_path, eval={"detection": {**TINY_DETECTION, **detection}}).eval.detection
+    return build_detector(build_backbone("resnet18"), "resnet18", 11, det, masks=True)
+
+
+def _pyramid(channels: int = 3) -> dict[str, torch.Tensor]:
+    """P2–P5 of a 512 px image (strides 4–32), random."""
+    torch.manual_seed(0)
+    return {str(i): torch.randn(1, channels, 128 >> i, 128 >> i) for i in range(4)}
+
+
+# A 100 px box falls on P2 (stride 4), a 300 px one on P4 (stride 16): eq. 1 of the FPN paper
+BOXES = torch.tensor([[10.3, 20.7, 110.3, 120.7], [101.5, 90.2, 401.5, 390.2]])
+
+
+def test_box_and_mask_heads_pool_with_roi_align_v2_by_default(make_run, tmp_path):
+    heads = _detector(make_run, tmp_path).roi_heads
+    features, shapes = _pyramid(), [(512, 512)]
+    for pool, size in ((heads.box_roi_pool, 7), (heads.mask_roi_pool, 14)):
+        assert (pool.aligned, pool.sampling_ratio, pool.output_size) == (True, 0, (size, size))
+        pooled = pool(features, [BOXES], shapes)
+        for row, (level, stride) in enumerate((("0", 4), ("2", 16))):
+            rois = torch.cat([torch.zeros(1, 1), BOXES[row : row + 1]], dim=1)
+            expected = roi_align(features[level], rois, size, 1 / stride, 0, aligned=True)
+            torch.testing.assert_close(pooled[row : row + 1], expected, rtol=0, atol=0)
+        old = MultiScaleRoIAlign(pool.featmap_names, size, 2)(features, [BOXES], shapes)
+        assert (pooled - old).abs().max() > 1e-2  # not torchvision's default pooling
+
+
+def test_unaligned_roi_pooling_is_torchvisions(make_run, tmp_path):
+    heads = _detector(make_run, tmp_path, roi_align_aligned=False, roi_sampling_ratio=2).roi_heads
+    features, shapes = _pyramid(), [(512, 512)]
+    for pool, size in ((heads.box_roi_pool, 7), (heads.mask_roi_pool, 14)):
+        old = MultiScaleRoIAlign(pool.featmap_names, size, 2)(features, [BOXES], shapes)
+        assert torch.equal(pool(features, [BOXES], shapes), old)
+    with pytest.raises(ConfigError, match="roi_sampling_ratio"):
+        make_run(tmp_path, eval={"detection": {"roi_sampling_ratio": -1}})
+
+
+def test_box_regression_loss_with_beta_0_is_l1():
+    class_logits = torch.tensor([[0.1, 2.0, -1.0], [1.5, 0.0, 0.2], [0.3, -0.4, 0.9]])
+    box_regression = torch.arange(36.0).reshape(3, 12) / 100
+    labels = [torch.tensor([1, 0]), torch.tensor([2])]  # two images, RoI 1 background
+    targets = [torch.tensor([[0.05, 0.1, 0.5, 0.0], [9.0, 9.0, 9.0, 9.0]]), torch.full((1, 4), 0.3)]
+    # foreground RoI 0 is scored on class 1's deltas (0.04..0.07), RoI 2 on class 2's (0.32..0.35)
+    l1 = (box_regression[0, 4:8] - targets[0][0]).abs().sum()
+    l1 += (box_regression[2, 8:12] - targets[1][0]).abs().sum()
+    classification, l1_loss = fast_rcnn_loss(class_logits, box_regression, labels, targets, 0.0)
+    torch.testing.assert_close(l1_loss, l1 / 3)
+    tv_classification, tv_box = fastrcnn_loss(class_logits, box_regression, labels, targets)
+    assert torch.equal(classification, tv_classification)
+    ninth = fast_rcnn_loss(class_logits, box_regression, labels, targets, 1 / 9)
+    torch.testing.assert_close(ninth[1], tv_box)
+    assert abs(l1_loss.item() - tv_box.item()) > 1e-3  # |errors| < 1/9 are squared at 1/9
+
+
+def _roi_inputs(generator: torch.Generator):
+    """FPN features of a 64 px image, proposals and one target with a box and a mask."""
+    features = {
+        str(i): torch.randn(1, 256, 16 >> i, 16 >> i, generator=generator) for i in range(4)
+    }
+    corner = torch.rand(40, 2, generator=generator) * 40
+    proposals = [torch.cat([corner, corner + 8 + torch.rand(40, 2, generator=generator) * 16], 1)]
+    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    masks[0, 10:30, 12:40], masks[1, 35:60, 30:50] = 1, 1
+    boxes = torch.tensor([[12.0, 10.0, 39.0, 29.0], [30.0, 35.0, 49.0, 59.0]])
+    targets = [{"boxes": boxes, "labels": torch.tensor([3, 7]), "masks": masks}]
+    return features, proposals, [(64, 64)], targets
+
+
+def test_roi_heads_train_as_torchvision_but_for_the_box_loss(make_run, tmp_path):
+    heads = _detector(make_run, tmp_path, box_smooth_l1_beta=1 / 9).roi_heads.train()
+    inputs = _roi_inputs(torch.Generator().manual_seed(0))
+    losses = {}
+    for name, forward in (("ours", heads.forward), ("torchvision", RoIHeads.forward)):
+        torch.manual_seed(0)  # the same sampled RoIs
+        args = inputs if name == "ours" else (heads, *inputs)
+        result, losses[name] = forward(*args)
+        assert result == []
+    assert set(losses["ours"]) == {"loss_classifier", "loss_box_reg", "loss_mask"}
+    for key, value in losses["torchvision"].items():
+        torch.testing.assert_close(losses["ours"][key], value, rtol=1e-6, atol=0, msg=key)
+    heads.box_smooth_l1_beta = 0.0
+    torch.manual_seed(0)
+    l1 = heads(*inputs)[1]
+    assert l1["loss_mask"] == losses["torchvision"]["loss_mask"]
+    assert l1["loss_box_reg"] > losses["torchvision"]["loss_box_reg"] > 0
+    heads.eval()
+    assert {"boxes", "labels", "scores", "masks"} <= set(heads(*inputs[:3])[0][0])
 
 
 def test_run_trains_and_evaluates_detection_and_segmentation(make_run, tmp_path):

@@ -90,7 +90,10 @@ class DetectionConfig(StrictModel):
     seed's SyncBN); ``freeze_bn`` keeps the pretrained statistics and affine
     parameters instead (FrozenBatchNorm2d, standard at a few images per batch). ``data_root``: a
     COCO root (``annotations/instances_<split>.json`` + ``<split>/``), or unset / ``synthetic`` for
-    Fashion-MNIST items on ``synthetic_canvas_size`` px canvases (splits ``train``/``val``)."""
+    Fashion-MNIST items on ``synthetic_canvas_size`` px canvases (splits ``train``/``val``).
+    The RoI heads follow Detectron2 too: ROIAlignV2 pooling (``roi_align_aligned``,
+    ``roi_sampling_ratio``) for the box and mask heads, and an L1 box-regression loss
+    (``box_smooth_l1_beta`` 0)."""
 
     data_root: str | None = None
     train_split: str = "train2017"
@@ -113,6 +116,12 @@ class DetectionConfig(StrictModel):
     roi_batch_size_per_image: int = Field(default=512, ge=1)
     rpn_proposals_test: int = Field(default=1000, ge=1)  # per image, after NMS
     detections_per_image: int = Field(default=100, ge=1)
+    # Detectron2's POOLER_TYPE ROIAlignV2: half-pixel-aligned RoIAlign (False: torchvision's)
+    roi_align_aligned: bool = True
+    # Detectron2's POOLER_SAMPLING_RATIO 0: adaptive, ceil(RoI size / output size) points per bin
+    roi_sampling_ratio: int = Field(default=0, ge=0)
+    # Detectron2's ROI_BOX_HEAD.SMOOTH_L1_BETA 0.0, i.e. L1 (torchvision's fastrcnn_loss: 1/9)
+    box_smooth_l1_beta: float = Field(default=0.0, ge=0)
     checkpoint_every_iters: int = Field(default=5000, ge=1)
     synthetic_canvas_size: int = Field(default=128, ge=32, le=1024)
     synthetic_images: tuple[int, int] = (2000, 500)  # train, val

@@ -6,7 +6,8 @@ MobileNetV2 P4–P6 on its stride-16 and stride-32 stages. A backbone without on
 
 The detector wraps the very backbone module it is given (no copy), so the weights it starts from
 are the pretrained ones; ``freeze_bn`` first turns every BatchNorm into
-``FrozenBatchNorm2d`` with the pretrained statistics and affine parameters.
+``FrozenBatchNorm2d`` with the pretrained statistics and affine parameters. The RoI heads are
+Detectron2's (sslight/evaluation/detection_heads.py): ROIAlignV2 pooling and an L1 box loss.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from sslight.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sslight.evaluation.detection_heads import DetectronRoIHeads, roi_pool
 from sslight.models.backbones import backbone_spec, detection_backbones
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -75,9 +76,10 @@ def build_detector(
         "box_batch_size_per_image": det.roi_batch_size_per_image,
         "rpn_post_nms_top_n_test": det.rpn_proposals_test,
         "box_detections_per_img": det.detections_per_image,
-        "box_roi_pool": MultiScaleRoIAlign(fpn.roi_levels, output_size=7, sampling_ratio=2),
+        "box_roi_pool": roi_pool(fpn.roi_levels, 7, det),
     }
-    if not masks:
-        return FasterRCNN(fpn.module, num_classes, **options)
-    mask_pool = MultiScaleRoIAlign(fpn.roi_levels, output_size=14, sampling_ratio=2)
-    return MaskRCNN(fpn.module, num_classes, mask_roi_pool=mask_pool, **options)
+    if masks:
+        options["mask_roi_pool"] = roi_pool(fpn.roi_levels, 14, det)
+    model = (MaskRCNN if masks else FasterRCNN)(fpn.module, num_classes, **options)
+    model.roi_heads = DetectronRoIHeads.replacing(model.roi_heads, det.box_smooth_l1_beta)
+    return model
