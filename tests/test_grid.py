@@ -687,6 +687,10 @@ def test_paper_grids_train_and_evaluate_as_the_seed(
             "eval.linear.min_lr": 1e-6,
             "eval.linear.lr_schedule": "epoch",
             "train.precision": "fp32",
+            # Detectron2's ROIAlignV2 and L1 box regression (detection/configs/*.yaml)
+            "eval.detection.roi_align_aligned": True,
+            "eval.detection.roi_sampling_ratio": 0,
+            "eval.detection.box_smooth_l1_beta": 0.0,
         }
         assert {key: flat[key] for key in expected} == expected, cell["name"]
 
