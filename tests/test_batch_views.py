@@ -28,10 +28,11 @@ def _images(count: int, size: int = 40, seed: int = 0) -> torch.Tensor:
 
 
 def _reference_view(image: torch.Tensor, params, v: int, spec: ViewSpec) -> torch.Tensor:
-    """One view made with torchvision's functional ops from the drawn parameters."""
+    """One view made with torchvision's functional ops from the drawn parameters, the crop
+    resized and flipped on the uint8 image as torchvision v2's ``RandomResizedCrop`` does."""
     top, left, height, width = params.boxes[v].tolist()
     x = F.resized_crop(
-        image.float() / 255,
+        image,
         top,
         left,
         height,
@@ -39,9 +40,10 @@ def _reference_view(image: torch.Tensor, params, v: int, spec: ViewSpec) -> torc
         [spec.size, spec.size],
         interpolation=InterpolationMode.BICUBIC,
         antialias=True,
-    ).clamp(0, 1)
+    )
     if params.flip[v]:
         x = F.horizontal_flip(x)
+    x = F.to_dtype(x, torch.float32, scale=True)
     if params.jitter[v]:
         for op in params.order[v].tolist():
             x = JITTER_OPS[op](x, float(params.factors[v, op]))
@@ -92,6 +94,27 @@ def test_colour_ops_match_torchvision():
             [F.gaussian_blur(x[i], [k, k], [float(sigma[i])] * 2) for i in range(5)]
         )
         torch.testing.assert_close(ops.gaussian_blur(x, sigma, k), expected, atol=1e-6, rtol=0)
+
+
+def test_uint8_crops_round_the_float_resize():
+    """The crops are resized in uint8, as torchvision v2 resizes uint8 images: each of the two
+    separable passes rounds to whole 0-255 levels, so on smooth images a crop differs from the
+    float resize of the same box by at most 1.5/255 (two half-level roundings and the kernel's
+    fixed-point weights), 0.3/255 on average. Where bicubic overshoots past 0 or 255 (sharp
+    edges), the first pass's clamp changes more, as in torchvision's and PIL's uint8 resize."""
+    images = _images(4)
+    boxes = [[0, 0, 0, 40, 40], [1, 3, 5, 30, 17], [2, 10, 2, 9, 13], [3, 0, 20, 40, 20]]
+    for size in (16, 32, 64):
+        crops = ops.resized_crops(list(images), boxes, [False, True, False, True], size)
+        assert crops.dtype == torch.uint8 and crops.shape == (4, 3, size, size)
+        for row, (b, top, left, height, width) in enumerate(boxes):
+            box = images[b][None, :, top : top + height, left : left + width].float()
+            floats = torch.nn.functional.interpolate(
+                box, size=(size, size), mode="bicubic", antialias=True
+            )[0].clamp(0, 255)
+            floats = floats.flip(-1) if row % 2 else floats
+            error = (crops[row].float() - floats).abs()
+            assert error.max() <= 1.5 and error.mean() <= 0.5
 
 
 def test_views_depend_only_on_the_sample_seed():
