@@ -46,6 +46,30 @@ def _met(flag: bool) -> str:
     return "yes" if flag else "**no**"
 
 
+def _imagenet_views(family: dict[str, Any]) -> list[str]:
+    """The per-core images/s of each recipe on ImageNet-sized JPEGs, with peak RSS per worker."""
+    entries = {k.split("/", 1)[1]: e for k, e in family.items() if "_vs_lightly/" in k}
+    if not entries:
+        return []
+    lines = [
+        f"## ImageNet-sized JPEGs, all 8 views of each, one core ({family.get('images')} images)",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            e["ours"],
+            e["lightly"],
+            e["ratio"],
+            e["peak_rss_mib"]["ours"],
+            e["peak_rss_mib"]["lightly"],
+        ]
+        for name, e in entries.items()
+    ]
+    header = ["recipe", "ours images/s", "lightly images/s", "ratio", "ours MiB", "lightly MiB"]
+    return lines + _table(header, rows)
+
+
 def markdown(results: dict[str, Any]) -> str:
     families = results.get("families", {})
     m = results.get("machine", {})
@@ -71,6 +95,7 @@ def markdown(results: dict[str, Any]) -> str:
             for k, e in comparisons(results).items()
         ]
         lines += _table(["comparison", "ours", "lightly", "ratio", "unit"], rows)
+    lines += _imagenet_views(families.get("imagenet_views", {}))
     train = families.get("train_step", {})
     if train.get("configs"):
         lines += [

@@ -9,7 +9,17 @@ import math
 import pytest
 import torch
 
-from benchmarks import augment, flops, gpu, lightly_step, orchestration, run, train_step, tuning
+from benchmarks import (
+    augment,
+    flops,
+    gpu,
+    imagenet_views,
+    lightly_step,
+    orchestration,
+    run,
+    train_step,
+    tuning,
+)
 from benchmarks.common import GEOMETRIES
 from benchmarks.report import markdown
 
@@ -33,6 +43,18 @@ def test_augment_compares_with_lightly_transform():
     pytest.importorskip("lightly")
     result = augment.run(quick=True)
     _is_comparison(result["augment_vs_lightly/dino_32px"])
+
+
+def test_imagenet_views_decodes_jpegs_on_both_sides(tmp_path, monkeypatch):
+    pytest.importorskip("lightly")
+    monkeypatch.setenv("SSLIGHT_BENCH_CACHE", str(tmp_path))
+    result = imagenet_views.run(quick=True)
+    entry = result["imagenet_views_vs_lightly/dino_sslight"]
+    _is_comparison(entry)
+    assert entry["peak_rss_mib"]["ours"] > 0 and entry["peak_rss_mib"]["lightly"] > 0
+    files = sorted((tmp_path / f"imagenet_views-v{imagenet_views.VERSION}-8").glob("train/*/*"))
+    assert len(files) == 8 and all(f.suffix == ".jpg" for f in files)
+    assert "imagenet_views" in run.FAMILIES
 
 
 def test_lightly_step_trains_both_sides():
