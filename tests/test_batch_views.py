@@ -10,7 +10,15 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from sslight.data import CropSpec, MultiCropDataset, build_multicrop, build_train_loader
+from sslight.data import (
+    CropSpec,
+    ImageBatch,
+    MultiCropDataset,
+    build_multicrop,
+    build_train_loader,
+    resolve_views_device,
+    views_of_batch,
+)
 from sslight.data import batch_ops as ops
 from sslight.data.batch_views import BatchedMultiCrop, ViewSpec
 from sslight.data.sources import TensorImageSource
@@ -147,6 +155,45 @@ def test_loader_batches_equal_the_per_sample_views():
         alone, label = dataset[key]
         assert label == int(labels[row])
         assert all(torch.equal(v[row], a) for v, a in zip(views, alone, strict=True))
+
+
+def test_views_made_in_the_training_process_equal_the_workers():
+    """``data.views_device``: workers that only decode, the training process making the views
+    of each batch from its images and seeds, give the views the workers would have made."""
+    images = _images(12, size=36)
+    source = TensorImageSource(images, torch.arange(12) % 3, ["a", "b", "c"])
+    transform = build_multicrop("dino", GLOBAL, LOCAL)
+    batches = []
+    for in_workers in (True, False):
+        loader, sampler = build_train_loader(
+            source, transform, 4, seed=5, num_workers=1, views_in_workers=in_workers
+        )
+        sampler.set_epoch(2)
+        batches.append(list(loader))
+    for (views, labels), (images_and_seeds, same_labels) in zip(*batches, strict=True):
+        assert isinstance(images_and_seeds, ImageBatch)
+        assert all(image.dtype == torch.uint8 for image in images_and_seeds.images)
+        made = views_of_batch(images_and_seeds, transform.batched, torch.device("cpu"))
+        assert torch.equal(labels, same_labels)
+        assert all(torch.equal(a, b) for a, b in zip(views, made, strict=True))
+        assert views_of_batch(views, None, torch.device("cpu")) == views
+
+
+def test_views_device_follows_the_training_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 1)
+    assert resolve_views_device("auto", cpu) == cpu and resolve_views_device("cpu", cpu) == cpu
+    assert resolve_views_device("auto", cuda) == cuda and resolve_views_device("cuda", cuda) == cuda
+    assert resolve_views_device("cpu", cuda) == cpu
+    with pytest.raises(ValueError, match="views_device=cuda but training runs on cpu"):
+        resolve_views_device("cuda", cpu)
+    with pytest.raises(ValueError, match="multi-crop transform"):
+        build_train_loader(
+            TensorImageSource(_images(4), torch.zeros(4, dtype=torch.long), ["a"]),
+            lambda im: [im],
+            2,
+            seed=0,
+            views_in_workers=False,
+        )
 
 
 def test_plain_view_is_the_normalised_image():
