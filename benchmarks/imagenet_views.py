@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import versus_lightly
+from benchmarks.common import peak_rss_kib, versus_lightly
 
 TARGET = 3.0  # DINO with SSLight's views: ours ≥ 3× lightly's images/s per core
 BATCH = 64  # images per loader batch
@@ -225,7 +224,7 @@ def _worker(argv: list[str]) -> None:
         ours_per_second(args.root, recipe, args.batch)
     else:
         lightly_per_second(args.root, recipe)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_kib() / 1024)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,19 @@ def _imagenet_views(family: dict[str, Any]) -> list[str]:
     return lines + _table(header, rows)
 
 
+def _gpu_views(views: dict[str, Any]) -> list[str]:
+    """Loader images/s with the views made in the workers or on the GPU (data.views_device)."""
+    if not views:
+        return []
+    lines = [
+        f"Loading ImageNet-sized JPEGs ({views['workers']} workers, batch {views['batch_size']}):",
+        "",
+    ]
+    rows = [[where, *entry.values()] for where, entry in views.items() if where.startswith("views")]
+    step = next(k for k in views["views_in_workers"] if k != "loading_images_per_s")
+    return lines + _table(["views made", "loading images/s", f"{step} (with loading)"], rows)
+
+
 def markdown(results: dict[str, Any]) -> str:
     families = results.get("families", {})
     m = results.get("machine", {})
@@ -195,6 +208,7 @@ def markdown(results: dict[str, Any]) -> str:
             for k, e in gpu["steps"].items()
         ]
         lines += _table(["step", "batch", "s/step", "GFLOP/s", "MFU"], rows)
+    lines += _gpu_views(gpu.get("views", {}))
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from benchmarks import (
     augment,
     flops,
     gpu,
+    gpu_views,
     imagenet_views,
     lightly_step,
     orchestration,
@@ -100,6 +101,17 @@ def test_gpu_skips_without_cuda_and_its_logic_runs_on_cpu(capsys):
     result = gpu.measure("cpu", quick=True, compile=False)
     assert set(result["steps"]) == {"dino_vit_tiny_32px", "dino_mobilenet_v2_32px"}
     assert all(step["mfu"] > 0 for step in result["steps"].values())
+
+
+def test_gpu_views_logic_runs_on_cpu(tmp_path, monkeypatch):
+    """The loader with views in the workers and in the training process, alone and with the
+    DINO step (on a CUDA machine the gpu family runs it with the views on the GPU)."""
+    monkeypatch.setenv("SSLIGHT_BENCH_CACHE", str(tmp_path))
+    result = gpu_views.measure("cpu", quick=True)
+    for where in ("views_in_workers", "views_in_device"):
+        rates = result[where]
+        assert rates["loading_images_per_s"] > 0
+        assert rates["dino_mobilenet_v2_32px_images_per_s"] > 0
 
 
 def test_run_writes_json_and_markdown(tmp_path):
