@@ -33,6 +33,9 @@ _FACTORS = _ORDER + 4
 _GRAY, _BLUR, _SIGMA, _SOLARIZE = range(_FACTORS + 4, _FACTORS + 8)
 DRAWS = _SOLARIZE + 1
 _ORDER_CODE = torch.tensor([64, 16, 4, 1])  # a jitter order as one number
+# Samples whose views are made together on the CPU: their float rows stay in the caches
+# between ops (a 64-image batch's are tens of MB); on accelerators the whole batch at once.
+CPU_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class ViewParams:
     sigma: torch.Tensor  # [B, V] float32: blur sigma
     solarize: torch.Tensor  # [B, V] bool
 
+    def samples(self, start: int, stop: int) -> ViewParams:
+        """The parameters of samples ``start`` to ``stop`` (exclusive)."""
+        return ViewParams(**{name: value[start:stop] for name, value in vars(self).items()})
+
 
 class BatchedMultiCrop:
     """``(uint8 images, seeds) -> views``: one ``[B, 3, size, size]`` float tensor per view
@@ -164,24 +171,33 @@ class BatchedMultiCrop:
                     f"{tuple(image.shape)}"
                 )
         params = self.draw(seeds, [im.shape[-2] for im in images], [im.shape[-1] for im in images])
-        views: list[torch.Tensor | None] = [None] * len(self.specs)
-        for size in dict.fromkeys(self.sizes):
-            chosen = [v for v, s in enumerate(self.sizes) if s == size]
-            made = self._views_of_size(images, params, chosen, size)
-            for v, tensor in zip(chosen, made, strict=True):
-                views[v] = tensor
-        return views  # type: ignore[return-value]
+        count, device = len(images), images[0].device
+        views = [torch.empty(count, 3, size, size, device=device) for size in self.sizes]
+        chunk = CPU_CHUNK if device.type == "cpu" else count
+        for first in range(0, count, chunk):
+            last = min(first + chunk, count)
+            for size in dict.fromkeys(self.sizes):
+                chosen = [v for v, s in enumerate(self.sizes) if s == size]
+                outs = [views[v][first:last] for v in chosen]
+                part = params.samples(first, last)
+                self._views_of_size(images[first:last], part, chosen, size, outs)
+        return views
 
     @staticmethod
     def _views_of_size(
-        images: Sequence[torch.Tensor], params: ViewParams, chosen: list[int], size: int
-    ) -> list[torch.Tensor]:
-        """The views ``chosen`` (all ``size`` px) of every sample, their rows worked on together.
+        images: Sequence[torch.Tensor],
+        params: ViewParams,
+        chosen: list[int],
+        size: int,
+        outs: list[torch.Tensor],
+    ) -> None:
+        """Writes the views ``chosen`` (all ``size`` px) of every sample to ``outs``, their
+        rows worked on together.
 
-        Rows are numbered ``v * B + b`` (view-major, so each view's output is contiguous) and
-        processed sorted by (blur?, jitter order): each op then works on contiguous slices. The
-        crops are resized and flipped in uint8 and turn float at the output size."""
-        count, per = len(images), len(chosen)
+        Rows are numbered ``v * B + b`` (view-major) and processed sorted by (blur?, jitter
+        order): each op then works on contiguous slices. The crops are resized and flipped in
+        uint8 and turn float at the output size."""
+        count = len(images)
         index = torch.tensor(chosen)
 
         def rows_of(t: torch.Tensor) -> torch.Tensor:  # [B, V, ...] → [per·B, ...] view-major
@@ -208,8 +224,10 @@ class BatchedMultiCrop:
             sigma = rows_of(params.sigma)[rows][-blurred:]
             tail.copy_(ops.gaussian_blur(tail, sigma, ops.blur_kernel_size(size)))
         _apply_rows(x, rows_of(params.solarize)[rows], ops.solarize)
-        out = torch.empty_like(x).index_copy_(0, rows.to(device), ops.normalise_(x))
-        return list(out.view(per, count, 3, size, size).unbind(0))
+        ops.normalise_(x)
+        where = rows.argsort().to(device)  # row v * B + b sits at x[where[v * B + b]]
+        for v, out in enumerate(outs):
+            torch.index_select(x, 0, where[v * count : (v + 1) * count], out=out)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self.specs)})"
