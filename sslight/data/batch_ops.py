@@ -22,8 +22,8 @@ SOLARIZE_THRESHOLD = 128
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 # HSV → RGB: channel c = V − C·clamp(min(k, 4 − k), 0, 1), k = (n_c + 6·hue) mod 6
 _HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+_SCALE = 1 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (x − mean) / std = x·scale + shift
+_SHIFT = -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * _SCALE
 
 
 def blur_kernel_size(size: int) -> int:
@@ -126,7 +126,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     groups = rows * channels
     flat = torch.nn.functional.conv2d(flat, kernel.view(groups, 1, kernel_size, 1), groups=groups)
     flat = torch.nn.functional.conv2d(flat, kernel.view(groups, 1, 1, kernel_size), groups=groups)
-    return flat.contiguous().view(rows, channels, height, width)
+    return flat.view(rows, channels, height, width)  # channels-last strides
 
 
 def solarize(x: torch.Tensor) -> torch.Tensor:
@@ -135,5 +135,5 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalise_(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalisation, in place."""
-    return x.sub_(_MEAN.to(x.device)).div_(_STD.to(x.device))
+    """ImageNet mean/std normalisation, in place, in one pass (as ``x·(1/std) − mean/std``)."""
+    return torch.addcmul(_SHIFT.to(x.device), x, _SCALE.to(x.device), out=x)
