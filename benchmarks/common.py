@@ -123,12 +123,13 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def peak_rss_kib() -> int:
+def peak_rss_kib(field: str = "VmHWM") -> int:
     """This process's peak resident set size in KiB: ``VmHWM`` of /proc/self/status, which starts
-    afresh at exec (``ru_maxrss`` keeps the forking parent's size)."""
+    afresh at exec (``ru_maxrss`` keeps the forking parent's size); ``field="VmRSS"``: the
+    current size."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass

@@ -158,8 +158,9 @@ def lightly_per_second(root: Path, recipe: Recipe, transform: Any = None) -> flo
     return len(files) / (time.perf_counter() - start)
 
 
-def peak_rss_mib(side: str, root: Path, recipe: str, batch: int) -> float:
-    """Peak RSS (MiB) of a fresh single-threaded process making every view of ``root`` once."""
+def peak_rss_mib(side: str, root: Path, recipe: str, batch: int) -> dict[str, float]:
+    """A fresh single-threaded process making every view of ``root`` once: its peak RSS and
+    what the views added to the RSS of its imports (MiB)."""
     command = [sys.executable, "-m", "benchmarks.imagenet_views", side, str(root), recipe]
     done = subprocess.run(
         [*command, "--batch", str(batch)],
@@ -168,7 +169,8 @@ def peak_rss_mib(side: str, root: Path, recipe: str, batch: int) -> float:
         check=True,
         cwd=Path(__file__).parent.parent,
     )
-    return float(done.stdout.split()[-1])
+    before, peak = (float(word) / 1024 for word in done.stdout.split()[-2:])
+    return {"peak": round(peak, 1), "views": round(peak - before, 1)}
 
 
 def compare(name: str, root: Path, *, quick: bool, batch: int) -> dict[str, Any]:
@@ -178,15 +180,13 @@ def compare(name: str, root: Path, *, quick: bool, batch: int) -> dict[str, Any]
         lambda: ours_per_second(root, recipe, batch, collate),
         lambda: lightly_per_second(root, recipe, theirs),
         1 if quick else 5,
-        recipe.target,  # type: ignore[arg-type]
+        recipe.target,  # type: ignore[arg-type]  # None: a comparison without a target
         unit="images/s per core",
         batch=batch,
     )
-    if recipe.target is None:
-        entry.pop("target"), entry.pop("met")
-    entry["peak_rss_mib"] = {
-        side: round(peak_rss_mib(side, root, name, batch), 1) for side in ("ours", "lightly")
-    }
+    rss = {side: peak_rss_mib(side, root, name, batch) for side in ("ours", "lightly")}
+    entry["peak_rss_mib"] = {side: rss[side]["peak"] for side in rss}
+    entry["views_rss_mib"] = {side: rss[side]["views"] for side in rss}
     return entry
 
 
@@ -211,7 +211,7 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
 
 def _worker(argv: list[str]) -> None:
     """``python -m benchmarks.imagenet_views {ours,lightly} ROOT RECIPE``: one pass, then the
-    process's peak RSS in MiB."""
+    process's RSS before it and its peak RSS, in KiB."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.imagenet_views")
     parser.add_argument("side", choices=("ours", "lightly"))
     parser.add_argument("root", type=Path)
@@ -220,11 +220,13 @@ def _worker(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     recipe = RECIPES[args.recipe]
+    transform = our_collate(recipe) if args.side == "ours" else lightly_transform(recipe)
+    before = peak_rss_kib("VmRSS")
     if args.side == "ours":
-        ours_per_second(args.root, recipe, args.batch)
+        ours_per_second(args.root, recipe, args.batch, transform)
     else:
-        lightly_per_second(args.root, recipe)
-    print(peak_rss_kib() / 1024)
+        lightly_per_second(args.root, recipe, transform)
+    print(before, peak_rss_kib())
 
 
 if __name__ == "__main__":

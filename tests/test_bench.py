@@ -53,6 +53,7 @@ def test_imagenet_views_decodes_jpegs_on_both_sides(tmp_path, monkeypatch):
     entry = result["imagenet_views_vs_lightly/dino_sslight"]
     _is_comparison(entry)
     assert entry["peak_rss_mib"]["ours"] > 0 and entry["peak_rss_mib"]["lightly"] > 0
+    assert entry["peak_rss_mib"]["ours"] >= entry["views_rss_mib"]["ours"] >= 0
     files = sorted((tmp_path / f"imagenet_views-v{imagenet_views.VERSION}-8").glob("train/*/*"))
     assert len(files) == 8 and all(f.suffix == ".jpg" for f in files)
     assert "imagenet_views" in run.FAMILIES
