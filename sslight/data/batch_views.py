@@ -208,7 +208,7 @@ class BatchedMultiCrop:
         key, rows = (blur.long() * 1000 + code).sort(stable=True)
         boxes = torch.cat([(rows % count)[:, None], rows_of(params.boxes)[rows]], dim=1)
         flips = rows_of(params.flip)[rows].tolist()
-        x = ops.resized_crops(images, boxes.tolist(), flips, size).mul(1 / 255)  # float32
+        x = ops.resized_crops(images, boxes.tolist(), flips, size).float().mul_(1 / 255)
         device = x.device
         factors, order = rows_of(params.factors)[rows].to(device), order[rows]
         runs, lengths = key.unique_consecutive(return_counts=True)
