@@ -172,7 +172,7 @@ class BatchedMultiCrop:
                 )
         params = self.draw(seeds, [im.shape[-2] for im in images], [im.shape[-1] for im in images])
         count, device = len(images), images[0].device
-        views = [torch.empty(count, 3, size, size, device=device) for size in self.sizes]
+        views = [_empty((count, 3, size, size), device) for size in self.sizes]
         chunk = CPU_CHUNK if device.type == "cpu" else count
         for first in range(0, count, chunk):
             last = min(first + chunk, count)
@@ -231,6 +231,16 @@ class BatchedMultiCrop:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self.specs)})"
+
+
+def _empty(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """An uninitialised float tensor; in a loader worker, in shared memory, as torch's
+    ``default_collate`` allocates its batches there: sending the batch to the training process
+    then copies nothing."""
+    if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, device=device)
+    storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device=device)
+    return torch.empty(0).new(storage).view(shape)
 
 
 def _apply_rows(x: torch.Tensor, selected: torch.Tensor, op) -> None:
