@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,3 +121,16 @@ def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def peak_rss_kib(field: str = "VmHWM") -> int:
+    """This process's peak resident set size in KiB: ``VmHWM`` of /proc/self/status, which starts
+    afresh at exec (``ru_maxrss`` keeps the forking parent's size); ``field="VmRSS"``: the
+    current size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS

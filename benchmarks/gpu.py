@@ -3,6 +3,9 @@ paper's geometry (2 × 224² globals + 6 × 96² locals), bf16 autocast, channel
 ``torch.compile`` on, against this GPU's measured bf16 matmul peak.
 
     python -m benchmarks.run --only gpu          # on a CUDA machine; skipped elsewhere
+
+Then, whether the GPU waits for data: the loader's images/s on ImageNet-sized JPEGs with the
+views made in the workers or on the GPU, alone and with the step (benchmarks/gpu_views.py).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import gpu_views
 from benchmarks.common import GEOMETRIES, PAPER, Geometry
 from benchmarks.flops import efficiency, matmul_peak
 
@@ -68,4 +72,7 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
     result = measure("cuda", quick=quick)
     for key, entry in result["steps"].items():
         print(f"gpu: {key}: MFU {entry['mfu']:.1%} ({entry['achieved_gflop_s'] / 1e3:.1f} TFLOP/s)")
+    result["views"] = gpu_views.measure("cuda", quick=quick)
+    for where in ("views_in_workers", "views_in_device"):
+        print(f"gpu: {where}: {result['views'][where]}")
     return result

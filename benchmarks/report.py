@@ -46,6 +46,47 @@ def _met(flag: bool) -> str:
     return "yes" if flag else "**no**"
 
 
+def _imagenet_views(family: dict[str, Any]) -> list[str]:
+    """The per-core images/s of each recipe on ImageNet-sized JPEGs, with peak RSS per worker."""
+    entries = {k.split("/", 1)[1]: e for k, e in family.items() if "_vs_lightly/" in k}
+    if not entries:
+        return []
+    lines = [
+        f"## ImageNet-sized JPEGs, all 8 views of each, one core ({family.get('images')} images)",
+        "",
+        "Peak RSS of one worker process; in brackets what making the views added to the RSS of "
+        "its imports (ours holds a whole batch's views, lightly one image's).",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            e["ours"],
+            e["lightly"],
+            e["ratio"],
+            f"{e['peak_rss_mib']['ours']} ({e['views_rss_mib']['ours']})",
+            f"{e['peak_rss_mib']['lightly']} ({e['views_rss_mib']['lightly']})",
+        ]
+        for name, e in entries.items()
+    ]
+    header = ["recipe", "ours images/s", "lightly images/s", "ratio"]
+    header += ["ours peak MiB (views)", "lightly peak MiB (views)"]
+    return lines + _table(header, rows)
+
+
+def _gpu_views(views: dict[str, Any]) -> list[str]:
+    """Loader images/s with the views made in the workers or on the GPU (data.views_device)."""
+    if not views:
+        return []
+    lines = [
+        f"Loading ImageNet-sized JPEGs ({views['workers']} workers, batch {views['batch_size']}):",
+        "",
+    ]
+    rows = [[where, *entry.values()] for where, entry in views.items() if where.startswith("views")]
+    step = next(k for k in views["views_in_workers"] if k != "loading_images_per_s")
+    return lines + _table(["views made", "loading images/s", f"{step} (with loading)"], rows)
+
+
 def markdown(results: dict[str, Any]) -> str:
     families = results.get("families", {})
     m = results.get("machine", {})
@@ -71,6 +112,7 @@ def markdown(results: dict[str, Any]) -> str:
             for k, e in comparisons(results).items()
         ]
         lines += _table(["comparison", "ours", "lightly", "ratio", "unit"], rows)
+    lines += _imagenet_views(families.get("imagenet_views", {}))
     train = families.get("train_step", {})
     if train.get("configs"):
         lines += [
@@ -170,6 +212,7 @@ def markdown(results: dict[str, Any]) -> str:
             for k, e in gpu["steps"].items()
         ]
         lines += _table(["step", "batch", "s/step", "GFLOP/s", "MFU"], rows)
+    lines += _gpu_views(gpu.get("views", {}))
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import torch
 FAMILIES = (
     "orchestration",
     "augment",
+    "imagenet_views",
     "lightly_step",
     "flops",
     "tuning",

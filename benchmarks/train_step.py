@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -22,7 +21,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.common import GEOMETRIES, Geometry, fashion_images, loader_workers, set_threads
+from benchmarks.common import (
+    GEOMETRIES,
+    Geometry,
+    fashion_images,
+    loader_workers,
+    peak_rss_kib,
+    set_threads,
+)
 from sslight.data import TensorImageSource, build_multicrop, build_train_loader
 from sslight.data.transforms import CropSpec
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
@@ -163,18 +169,6 @@ def throughput(
     rate = seen / (time.perf_counter() - start)
     del batches  # a non-persistent loader stops its workers here
     return rate
-
-
-def peak_rss_kib() -> int:
-    """This process's peak resident set size in KiB: ``VmHWM`` of /proc/self/status, which starts
-    afresh at exec (``ru_maxrss`` keeps the forking parent's size)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
 
 
 def measure_one(

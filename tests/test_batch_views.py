@@ -10,7 +10,15 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from sslight.data import CropSpec, MultiCropDataset, build_multicrop, build_train_loader
+from sslight.data import (
+    CropSpec,
+    ImageBatch,
+    MultiCropDataset,
+    build_multicrop,
+    build_train_loader,
+    resolve_views_device,
+    views_of_batch,
+)
 from sslight.data import batch_ops as ops
 from sslight.data.batch_views import BatchedMultiCrop, ViewSpec
 from sslight.data.sources import TensorImageSource
@@ -28,10 +36,11 @@ def _images(count: int, size: int = 40, seed: int = 0) -> torch.Tensor:
 
 
 def _reference_view(image: torch.Tensor, params, v: int, spec: ViewSpec) -> torch.Tensor:
-    """One view made with torchvision's functional ops from the drawn parameters."""
+    """One view made with torchvision's functional ops from the drawn parameters, the crop
+    resized and flipped on the uint8 image as torchvision v2's ``RandomResizedCrop`` does."""
     top, left, height, width = params.boxes[v].tolist()
     x = F.resized_crop(
-        image.float() / 255,
+        image,
         top,
         left,
         height,
@@ -39,9 +48,10 @@ def _reference_view(image: torch.Tensor, params, v: int, spec: ViewSpec) -> torc
         [spec.size, spec.size],
         interpolation=InterpolationMode.BICUBIC,
         antialias=True,
-    ).clamp(0, 1)
+    )
     if params.flip[v]:
         x = F.horizontal_flip(x)
+    x = F.to_dtype(x, torch.float32, scale=True)
     if params.jitter[v]:
         for op in params.order[v].tolist():
             x = JITTER_OPS[op](x, float(params.factors[v, op]))
@@ -94,6 +104,27 @@ def test_colour_ops_match_torchvision():
         torch.testing.assert_close(ops.gaussian_blur(x, sigma, k), expected, atol=1e-6, rtol=0)
 
 
+def test_uint8_crops_round_the_float_resize():
+    """The crops are resized in uint8, as torchvision v2 resizes uint8 images: each of the two
+    separable passes rounds to whole 0-255 levels, so on smooth images a crop differs from the
+    float resize of the same box by at most 1.5/255 (two half-level roundings and the kernel's
+    fixed-point weights), 0.3/255 on average. Where bicubic overshoots past 0 or 255 (sharp
+    edges), the first pass's clamp changes more, as in torchvision's and PIL's uint8 resize."""
+    images = _images(4)
+    boxes = [[0, 0, 0, 40, 40], [1, 3, 5, 30, 17], [2, 10, 2, 9, 13], [3, 0, 20, 40, 20]]
+    for size in (16, 32, 64):
+        crops = ops.resized_crops(list(images), boxes, [False, True, False, True], size)
+        assert crops.dtype == torch.uint8 and crops.shape == (4, 3, size, size)
+        for row, (b, top, left, height, width) in enumerate(boxes):
+            box = images[b][None, :, top : top + height, left : left + width].float()
+            floats = torch.nn.functional.interpolate(
+                box, size=(size, size), mode="bicubic", antialias=True
+            )[0].clamp(0, 255)
+            floats = floats.flip(-1) if row % 2 else floats
+            error = (crops[row].float() - floats).abs()
+            assert error.max() <= 1.5 and error.mean() <= 0.5
+
+
 def test_views_depend_only_on_the_sample_seed():
     transform = build_multicrop("dino", GLOBAL, LOCAL).batched
     images, seeds = list(_images(8)), [7 * i + 3 for i in range(8)]
@@ -124,6 +155,45 @@ def test_loader_batches_equal_the_per_sample_views():
         alone, label = dataset[key]
         assert label == int(labels[row])
         assert all(torch.equal(v[row], a) for v, a in zip(views, alone, strict=True))
+
+
+def test_views_made_in_the_training_process_equal_the_workers():
+    """``data.views_device``: workers that only decode, the training process making the views
+    of each batch from its images and seeds, give the views the workers would have made."""
+    images = _images(12, size=36)
+    source = TensorImageSource(images, torch.arange(12) % 3, ["a", "b", "c"])
+    transform = build_multicrop("dino", GLOBAL, LOCAL)
+    batches = []
+    for in_workers in (True, False):
+        loader, sampler = build_train_loader(
+            source, transform, 4, seed=5, num_workers=1, views_in_workers=in_workers
+        )
+        sampler.set_epoch(2)
+        batches.append(list(loader))
+    for (views, labels), (images_and_seeds, same_labels) in zip(*batches, strict=True):
+        assert isinstance(images_and_seeds, ImageBatch)
+        assert all(image.dtype == torch.uint8 for image in images_and_seeds.images)
+        made = views_of_batch(images_and_seeds, transform.batched, torch.device("cpu"))
+        assert torch.equal(labels, same_labels)
+        assert all(torch.equal(a, b) for a, b in zip(views, made, strict=True))
+        assert views_of_batch(views, None, torch.device("cpu")) == views
+
+
+def test_views_device_follows_the_training_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 1)
+    assert resolve_views_device("auto", cpu) == cpu and resolve_views_device("cpu", cpu) == cpu
+    assert resolve_views_device("auto", cuda) == cuda and resolve_views_device("cuda", cuda) == cuda
+    assert resolve_views_device("cpu", cuda) == cpu
+    with pytest.raises(ValueError, match="views_device=cuda but training runs on cpu"):
+        resolve_views_device("cuda", cpu)
+    with pytest.raises(ValueError, match="multi-crop transform"):
+        build_train_loader(
+            TensorImageSource(_images(4), torch.zeros(4, dtype=torch.long), ["a"]),
+            lambda im: [im],
+            2,
+            seed=0,
+            views_in_workers=False,
+        )
 
 
 def test_plain_view_is_the_normalised_image():

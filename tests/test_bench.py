@@ -9,7 +9,18 @@ import math
 import pytest
 import torch
 
-from benchmarks import augment, flops, gpu, lightly_step, orchestration, run, train_step, tuning
+from benchmarks import (
+    augment,
+    flops,
+    gpu,
+    gpu_views,
+    imagenet_views,
+    lightly_step,
+    orchestration,
+    run,
+    train_step,
+    tuning,
+)
 from benchmarks.common import GEOMETRIES
 from benchmarks.report import markdown
 
@@ -33,6 +44,19 @@ def test_augment_compares_with_lightly_transform():
     pytest.importorskip("lightly")
     result = augment.run(quick=True)
     _is_comparison(result["augment_vs_lightly/dino_32px"])
+
+
+def test_imagenet_views_decodes_jpegs_on_both_sides(tmp_path, monkeypatch):
+    pytest.importorskip("lightly")
+    monkeypatch.setenv("SSLIGHT_BENCH_CACHE", str(tmp_path))
+    result = imagenet_views.run(quick=True)
+    entry = result["imagenet_views_vs_lightly/dino_sslight"]
+    _is_comparison(entry)
+    assert entry["peak_rss_mib"]["ours"] > 0 and entry["peak_rss_mib"]["lightly"] > 0
+    assert entry["peak_rss_mib"]["ours"] >= entry["views_rss_mib"]["ours"] >= 0
+    files = sorted((tmp_path / f"imagenet_views-v{imagenet_views.VERSION}-8").glob("train/*/*"))
+    assert len(files) == 8 and all(f.suffix == ".jpg" for f in files)
+    assert "imagenet_views" in run.FAMILIES
 
 
 def test_lightly_step_trains_both_sides():
@@ -78,6 +102,17 @@ def test_gpu_skips_without_cuda_and_its_logic_runs_on_cpu(capsys):
     result = gpu.measure("cpu", quick=True, compile=False)
     assert set(result["steps"]) == {"dino_vit_tiny_32px", "dino_mobilenet_v2_32px"}
     assert all(step["mfu"] > 0 for step in result["steps"].values())
+
+
+def test_gpu_views_logic_runs_on_cpu(tmp_path, monkeypatch):
+    """The loader with views in the workers and in the training process, alone and with the
+    DINO step (on a CUDA machine the gpu family runs it with the views on the GPU)."""
+    monkeypatch.setenv("SSLIGHT_BENCH_CACHE", str(tmp_path))
+    result = gpu_views.measure("cpu", quick=True)
+    for where in ("views_in_workers", "views_in_device"):
+        rates = result[where]
+        assert rates["loading_images_per_s"] > 0
+        assert rates["dino_mobilenet_v2_32px_images_per_s"] > 0
 
 
 def test_run_writes_json_and_markdown(tmp_path):

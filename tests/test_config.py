@@ -476,6 +476,18 @@ REJECTIONS = [
         "data: {train_subset: 1.5}\n", "data.train_subset", ["(0, 1]", "1.5"], id="fraction>1"
     ),
     pytest.param("data: {image_size: 4}\n", "data.image_size", ["8", "4"], id="image-too-small"),
+    pytest.param(
+        "data: {views_device: tpu}\n",
+        "data.views_device",
+        ["tpu", "auto", "cpu", "cuda"],
+        id="unknown-views-device",
+    ),
+    pytest.param(
+        "data: {views_device: cuda}\ntrain: {device: cpu}\n",
+        "train",
+        ["data.views_device cuda", "train.device cpu"],
+        id="views-on-cuda-training-on-cpu",
+    ),
     pytest.param("seed: -1\n", "seed", ["-1"], id="negative-seed"),
     pytest.param("output_dir: null\n", "output_dir", ["string"], id="output-dir-null"),
 ]

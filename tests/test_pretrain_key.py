@@ -58,6 +58,7 @@ def test_the_dry_run_json_carries_each_cells_pretrain_key(dataset_roots) -> None
         ({"stages": ["pretrain"]}, True),
         ({"eval": {"knn": {"k": [5]}}}, True),
         ({"data": {"num_workers": 2, "val_subset": 50}}, True),
+        ({"data": {"views_device": "cpu"}}, True),  # where the views are made
         ({"train": {"log_every_steps": 7, "checkpoint_every_steps": 1, "progress": True}}, True),
         ({"swav": {"epsilon": 0.1}}, True),  # another method's section
         ({"train": {"epochs": 2}}, False),

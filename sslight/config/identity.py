@@ -7,7 +7,9 @@ evaluated afterwards: SSLight's Table 2 (Tan et al., ICLR 2023) reports the tran
 networks Table 1 pretrained. Left out are the evaluation settings and stages, where the run
 writes, how it logs, checkpoints and shows progress, and the sections of the other methods. The
 k-NN monitor's settings count only when ``train.stop_on_collapse`` lets the monitor end
-pretraining.
+pretraining. ``data.views_device`` is left out as well: views made on an accelerator are drawn
+from the same seeds, their pixels differing only in float rounding, so the weights' distribution
+is the same.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ NOT_PRETRAINING = (
     "stages",
     "eval",
     "data.num_workers",
+    "data.views_device",  # where the views are made, not how they are drawn
     "data.download",
     "data.val_subset",
     "train.log_every_steps",

@@ -90,6 +90,9 @@ class DataConfig(StrictModel):
     val_subset: int | float | None = None
     num_workers: int = Field(default=8, ge=0, le=128)
     download: bool = True
+    # where the multi-crop views are made: the loader workers (cpu), the training accelerator
+    # (cuda; workers only decode), or auto: the accelerator when training on one
+    views_device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("dataset")
     @classmethod
@@ -166,6 +169,17 @@ class RunConfigBase(StrictModel):
     seed: int = Field(default=0, ge=0)
     stages: list[str] = Field(default_factory=lambda: ["pretrain", "knn", "linear"])
     init: InitConfig = Field(default_factory=InitConfig)
+
+    @field_validator("train")
+    @classmethod
+    def _views_on_the_training_device(cls, train: TrainConfig, info: ValidationInfo) -> TrainConfig:
+        data = info.data.get("data")
+        if data is not None and data.views_device == "cuda" and train.device == "cpu":
+            raise ValueError(
+                "data.views_device cuda needs training on CUDA (train.device cuda or auto), "
+                "got train.device cpu"
+            )
+        return train
 
     @field_validator("init")
     @classmethod

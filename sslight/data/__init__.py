@@ -11,11 +11,13 @@ from sslight.lazy import lazy_exports
 
 _EXPORTS = {
     "AUG_RECIPES": "sslight.data.transforms",
+    "BatchedMultiCrop": "sslight.data.batch_views",
     "CropSpec": "sslight.data.transforms",
     "DataRootError": "sslight.data.sources",
     "EpochSampler": "sslight.data.loader",
     "EvalDataset": "sslight.data.loader",
     "FileImageSource": "sslight.data.sources",
+    "ImageBatch": "sslight.data.device_views",
     "ImageSource": "sslight.data.sources",
     "MultiCropDataset": "sslight.data.loader",
     "MultiCropTransform": "sslight.data.transforms",
@@ -30,8 +32,10 @@ _EXPORTS = {
     "default_data_root": "sslight.data.sources",
     "eval_transform": "sslight.data.transforms",
     "linear_train_transform": "sslight.data.transforms",
+    "resolve_views_device": "sslight.data.device_views",
     "sample_seed": "sslight.data.loader",
     "stratified_subset": "sslight.data.subset",
+    "views_of_batch": "sslight.data.device_views",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,7 +1,8 @@
 """Batched tensor maths of the multi-crop views, with one parameter per row.
 
-Resized crops go through torch's bicubic antialias ``interpolate``; colour jitter, grayscale,
-Gaussian blur and solarize work on ``[N, 3, h, w]`` float tensors, in place where they can. For
+Resized crops are made in uint8 with torch's bicubic antialias ``interpolate`` (torchvision v2's
+uint8 path); colour jitter, grayscale, Gaussian blur and solarize then work on the
+``[N, 3, h, w]`` float tensors of the output size, in place where they can. For
 the same parameters each op matches its torchvision v2 functional counterpart
 (``adjust_brightness`` ... ``solarize``) within float rounding; tests/test_batch_views.py checks
 it.
@@ -21,8 +22,8 @@ SOLARIZE_THRESHOLD = 128
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 # HSV → RGB: channel c = V − C·clamp(min(k, 4 − k), 0, 1), k = (n_c + 6·hue) mod 6
 _HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+_SCALE = 1 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (x − mean) / std = x·scale + shift
+_SHIFT = -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * _SCALE
 
 
 def blur_kernel_size(size: int) -> int:
@@ -35,23 +36,29 @@ def _rows(factor: torch.Tensor) -> torch.Tensor:
 
 
 def resized_crops(
-    images: Sequence[torch.Tensor], boxes: list[list[int]], size: int
+    images: Sequence[torch.Tensor], boxes: list[list[int]], flips: list[bool], size: int
 ) -> torch.Tensor:
-    """``[len(boxes), 3, size, size]``: for each ``(image, top, left, height, width)`` box, that
-    crop of ``images[image]`` (float, [0, 1]) resized bicubic with antialiasing, as torchvision's
-    ``resized_crop`` on float images, clamped to [0, 1]. One ``interpolate`` per crop: torch's
-    separable kernel reads only the taps it needs, which beats batched dense resampling matrices
-    once crops are smaller than their images."""
-    crops = [
-        torch.nn.functional.interpolate(
-            images[b][None, :, top : top + height, left : left + width],
-            size=(size, size),
-            mode="bicubic",
-            antialias=True,
-        )
-        for b, top, left, height, width in boxes
-    ]
-    return torch.cat(crops).clamp_(0.0, 1.0)
+    """``[len(boxes), 3, size, size]`` uint8: for each ``(image, top, left, height, width)`` box,
+    that crop of the uint8 ``images[image]`` resized bicubic with antialiasing, then flipped
+    where ``flips`` says: torchvision v2's ``resized_crop`` and ``horizontal_flip`` on uint8
+    images. On CPU that is torch's uint8 antialias kernel, fed channels-last crops (its
+    vectorised path); elsewhere, as torchvision does off CPU, a float resize rounded and clamped
+    to uint8. One ``interpolate`` per crop: it reads only the pixels of the box."""
+    device = images[0].device
+    out = torch.empty(len(boxes), 3, size, size, dtype=torch.uint8, device=device)
+    for row, ((b, top, left, height, width), flip) in enumerate(zip(boxes, flips, strict=True)):
+        crop = images[b][None, :, top : top + height, left : left + width]
+        if device.type == "cpu":
+            crop = crop.contiguous(memory_format=torch.channels_last)
+        else:
+            crop = crop.float()
+        resized = torch.nn.functional.interpolate(
+            crop, size=(size, size), mode="bicubic", antialias=True
+        )[0]
+        if device.type != "cpu":
+            resized = resized.clamp_(0.0, 255.0).round_()
+        out[row] = resized.flip(-1) if flip else resized
+    return out
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -80,18 +87,23 @@ def adjust_saturation_(x: torch.Tensor, factor: torch.Tensor) -> None:
 
 def adjust_hue_(x: torch.Tensor, factor: torch.Tensor) -> None:
     """Rotate the HSV hue by ``factor`` turns, keeping value and saturation: each channel is
-    ``V − C·clamp(min(k, 4 − k), 0, 1)``, ``k = (n + 6·hue) mod 6`` (n = 5, 3, 1 for R, G, B)."""
-    low, high = torch.aminmax(x, dim=1, keepdim=True)
-    chroma = high - low
-    inverse = chroma.clamp(min=1e-12).reciprocal_()  # grey pixels: 0 · 1e12, no hue
+    ``V − C·clamp(min(k, 4 − k), 0, 1)``, ``k = (n + 6·hue) mod 6`` (n = 5, 3, 1 for R, G, B).
+    The hue's sextant is picked with 0/1 masks, as torchvision's ``_rgb_to_hsv`` does
+    (``torch.where`` and ``aminmax`` over channels are several times slower on the CPU)."""
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    hue6 = torch.where(
-        r == high,
-        g - b,
-        torch.where(g == high, (b - r).add_(chroma, alpha=2), (r - g).add_(chroma, alpha=4)),
-    ).mul_(inverse)
-    offsets = _HUE_OFFSETS + 6 * _rows(factor)
-    k = (hue6 + offsets).remainder_(6.0)
+    high = torch.maximum(torch.maximum(r, g), b)
+    chroma = high - torch.minimum(torch.minimum(r, g), b)
+    inverse = chroma.clamp(min=1e-12).reciprocal_()  # grey pixels: 0 · 1e12, no hue
+    is_r = (r == high).to(x.dtype)
+    is_g = (g == high).to(x.dtype).mul_(1 - is_r)
+    is_b = 1 - is_r - is_g
+    hue6 = (g - b).mul_(is_r)
+    hue6.add_((b - r).add_(chroma, alpha=2).mul_(is_g))
+    hue6.add_((r - g).add_(chroma, alpha=4).mul_(is_b)).mul_(inverse)
+    k = hue6 + (_HUE_OFFSETS.to(x.device) + 6 * _rows(factor))
+    # mod 6 as torch.remainder computes it, except where k / 6 rounds up to a whole number:
+    # there k is next to 0 ≡ 6, where the ramp is 0 either way
+    k.sub_(torch.floor(k * (1 / 6)).mul_(6.0))
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0).mul_(chroma)
     torch.sub(high, ramp, out=x)
 
@@ -101,18 +113,20 @@ JITTER_OPS = (adjust_brightness_, adjust_contrast_, adjust_saturation_, adjust_h
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Each row blurred with its own ``sigma`` (``kernel_size`` taps, reflected edges), as
-    torchvision's ``gaussian_blur``: separable, as two grouped convolutions."""
+    torchvision's ``gaussian_blur``: separable, as two depthwise convolutions over the rows'
+    channels, laid out channels-last (the fast depthwise layout on CPU)."""
     rows, channels, height, width = x.shape
     half = kernel_size // 2
     taps = torch.linspace(-half, half, kernel_size, dtype=torch.float32) / math.sqrt(2.0)
-    kernel = torch.softmax(-((taps / sigma.float().view(-1, 1)) ** 2), dim=1)  # [N, k]
-    kernel = kernel.repeat_interleave(channels, dim=0)  # one filter per (row, channel)
+    kernel = torch.softmax(-((taps / sigma.float().cpu().view(-1, 1)) ** 2), dim=1)  # [N, k]
+    kernel = kernel.repeat_interleave(channels, dim=0).to(x.device)  # one per (row, channel)
     padded = torch.nn.functional.pad(x, [half, half, half, half], mode="reflect")
     flat = padded.view(1, rows * channels, height + 2 * half, width + 2 * half)
+    flat = flat.contiguous(memory_format=torch.channels_last)
     groups = rows * channels
     flat = torch.nn.functional.conv2d(flat, kernel.view(groups, 1, kernel_size, 1), groups=groups)
     flat = torch.nn.functional.conv2d(flat, kernel.view(groups, 1, 1, kernel_size), groups=groups)
-    return flat.view(rows, channels, height, width)
+    return flat.view(rows, channels, height, width)  # channels-last strides
 
 
 def solarize(x: torch.Tensor) -> torch.Tensor:
@@ -121,5 +135,6 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalise_(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalisation, in place."""
-    return x.sub_(_MEAN).div_(_STD)
+    """ImageNet mean/std normalisation, in place, as ``x·(1/std) − mean/std`` (a multiply and an
+    add beat a subtract and a divide; ``addcmul`` with broadcast factors is slower still)."""
+    return x.mul_(_SCALE.to(x.device)).add_(_SHIFT.to(x.device))

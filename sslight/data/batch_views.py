@@ -6,9 +6,11 @@ are torchvision v2's: ``RandomResizedCrop`` (10 attempts, log-uniform aspect rat
 centre-crop fallback), ``RandomHorizontalFlip``, ``RandomApply(ColorJitter)`` (factors uniform in
 the jitter ranges, the four ops in a random order), ``RandomGrayscale``, ``GaussianBlur`` (sigma
 uniform in 0.1–2), ``RandomSolarize``. The pixels are then worked on per view size, all samples
-together (sslight/data/batch_ops.py): one bicubic antialias resize per crop, then colour ops on
+together (sslight/data/batch_ops.py): one uint8 bicubic antialias resize (and flip) per crop,
+as torchvision v2 does on uint8 images, then, in float at the output size, colour ops on
 contiguous runs of rows that share a jitter order, grayscale, blur and solarize on the rows that
-drew them, with per-row factors.
+drew them, with per-row factors. The ops are tensor maths: images on an accelerator make their
+views there.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ _FACTORS = _ORDER + 4
 _GRAY, _BLUR, _SIGMA, _SOLARIZE = range(_FACTORS + 4, _FACTORS + 8)
 DRAWS = _SOLARIZE + 1
 _ORDER_CODE = torch.tensor([64, 16, 4, 1])  # a jitter order as one number
+# Samples whose views are made together on the CPU: their float rows stay in the caches
+# between ops (a 64-image batch's are tens of MB); on accelerators the whole batch at once.
+CPU_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,10 @@ class ViewParams:
     sigma: torch.Tensor  # [B, V] float32: blur sigma
     solarize: torch.Tensor  # [B, V] bool
 
+    def samples(self, start: int, stop: int) -> ViewParams:
+        """The parameters of samples ``start`` to ``stop`` (exclusive)."""
+        return ViewParams(**{name: value[start:stop] for name, value in vars(self).items()})
+
 
 class BatchedMultiCrop:
     """``(uint8 images, seeds) -> views``: one ``[B, 3, size, size]`` float tensor per view
@@ -162,24 +171,33 @@ class BatchedMultiCrop:
                     f"{tuple(image.shape)}"
                 )
         params = self.draw(seeds, [im.shape[-2] for im in images], [im.shape[-1] for im in images])
-        pixels = _float_images(images)
-        views: list[torch.Tensor | None] = [None] * len(self.specs)
-        for size in dict.fromkeys(self.sizes):
-            chosen = [v for v, s in enumerate(self.sizes) if s == size]
-            made = self._views_of_size(pixels, params, chosen, size)
-            for v, tensor in zip(chosen, made, strict=True):
-                views[v] = tensor
-        return views  # type: ignore[return-value]
+        count, device = len(images), images[0].device
+        views = [_empty((count, 3, size, size), device) for size in self.sizes]
+        chunk = CPU_CHUNK if device.type == "cpu" else count
+        for first in range(0, count, chunk):
+            last = min(first + chunk, count)
+            for size in dict.fromkeys(self.sizes):
+                chosen = [v for v, s in enumerate(self.sizes) if s == size]
+                outs = [views[v][first:last] for v in chosen]
+                part = params.samples(first, last)
+                self._views_of_size(images[first:last], part, chosen, size, outs)
+        return views
 
     @staticmethod
     def _views_of_size(
-        pixels: Sequence[torch.Tensor], params: ViewParams, chosen: list[int], size: int
-    ) -> list[torch.Tensor]:
-        """The views ``chosen`` (all ``size`` px) of every sample, their rows worked on together.
+        images: Sequence[torch.Tensor],
+        params: ViewParams,
+        chosen: list[int],
+        size: int,
+        outs: list[torch.Tensor],
+    ) -> None:
+        """Writes the views ``chosen`` (all ``size`` px) of every sample to ``outs``, their
+        rows worked on together.
 
-        Rows are numbered ``v * B + b`` (view-major, so each view's output is contiguous) and
-        processed sorted by (blur?, jitter order): each op then works on contiguous slices."""
-        count, per = len(pixels), len(chosen)
+        Rows are numbered ``v * B + b`` (view-major) and processed sorted by (blur?, jitter
+        order): each op then works on contiguous slices. The crops are resized and flipped in
+        uint8 and turn float at the output size."""
+        count = len(images)
         index = torch.tensor(chosen)
 
         def rows_of(t: torch.Tensor) -> torch.Tensor:  # [B, V, ...] → [per·B, ...] view-major
@@ -189,9 +207,10 @@ class BatchedMultiCrop:
         code = torch.where(rows_of(params.jitter), (order * _ORDER_CODE).sum(-1) + 1, 0)
         key, rows = (blur.long() * 1000 + code).sort(stable=True)
         boxes = torch.cat([(rows % count)[:, None], rows_of(params.boxes)[rows]], dim=1)
-        x = ops.resized_crops(pixels, boxes.tolist(), size)
-        _apply_rows(x, rows_of(params.flip)[rows], lambda p: p.flip(-1))
-        factors, order = rows_of(params.factors)[rows], order[rows]
+        flips = rows_of(params.flip)[rows].tolist()
+        x = ops.resized_crops(images, boxes.tolist(), flips, size).float().mul_(1 / 255)
+        device = x.device
+        factors, order = rows_of(params.factors)[rows].to(device), order[rows]
         runs, lengths = key.unique_consecutive(return_counts=True)
         stops = lengths.cumsum(0).tolist()
         for run, start, stop in zip(runs.tolist(), [0, *stops[:-1]], stops, strict=True):
@@ -205,22 +224,27 @@ class BatchedMultiCrop:
             sigma = rows_of(params.sigma)[rows][-blurred:]
             tail.copy_(ops.gaussian_blur(tail, sigma, ops.blur_kernel_size(size)))
         _apply_rows(x, rows_of(params.solarize)[rows], ops.solarize)
-        out = torch.empty_like(x).index_copy_(0, rows, ops.normalise_(x))
-        return list(out.view(per, count, 3, size, size).unbind(0))
+        ops.normalise_(x)
+        where = rows.argsort().to(device)  # row v * B + b sits at x[where[v * B + b]]
+        for v, out in enumerate(outs):
+            torch.index_select(x, 0, where[v * count : (v + 1) * count], out=out)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self.specs)})"
 
 
-def _float_images(images: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
-    """uint8 images as floats in [0, 1], in one conversion when they share a size."""
-    if len({tuple(image.shape) for image in images}) == 1:
-        return torch.stack(list(images)).float().mul_(1 / 255)
-    return [image.float().mul_(1 / 255) for image in images]
+def _empty(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """An uninitialised float tensor; in a loader worker, in shared memory, as torch's
+    ``default_collate`` allocates its batches there: sending the batch to the training process
+    then copies nothing."""
+    if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, device=device)
+    storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device=device)
+    return torch.empty(0).new(storage).view(shape)
 
 
 def _apply_rows(x: torch.Tensor, selected: torch.Tensor, op) -> None:
     """``x[selected] = op(x[selected])`` for a boolean row mask (nothing when none is)."""
-    index = selected.nonzero().flatten()
+    index = selected.nonzero().flatten().to(x.device)
     if len(index):
         x[index] = op(x.index_select(0, index))

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sslight.data.batch_views import BatchedMultiCrop
+from sslight.data.device_views import ImagesCollate
 from sslight.data.sources import ImageSource
 from sslight.data.transforms import MultiCropTransform, eval_transform
 
@@ -228,17 +229,22 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    views_in_workers: bool = True,
 ) -> tuple[DataLoader, EpochSampler]:
     """A multi-crop train loader and its sampler (call ``sampler.set_epoch`` every epoch).
 
     With a multi-crop transform each worker makes the views of a whole batch at once
-    (``MultiCropCollate``); any other ``image -> views`` callable runs per sample, seeded with
-    the sample's seed (``MultiCropDataset``)."""
+    (``MultiCropCollate``), or, without ``views_in_workers``, hands over the batch's images and
+    seeds for the training process to make them on its device (``ImagesCollate``,
+    sslight/data/device_views.py); any other ``image -> views`` callable runs per sample, seeded
+    with the sample's seed (``MultiCropDataset``)."""
     batched = transform if isinstance(transform, BatchedMultiCrop) else None
     batched = getattr(transform, "batched", batched)
+    if batched is None and not views_in_workers:
+        raise ValueError("views made outside the loader workers need a multi-crop transform")
     if batched is not None:
         dataset: Dataset = SeededImageDataset(source, indices)
-        collate: Callable = MultiCropCollate(batched)
+        collate: Callable = MultiCropCollate(batched) if views_in_workers else ImagesCollate()
     else:
         dataset, collate = MultiCropDataset(source, transform, indices), collate_views
     sampler = EpochSampler(len(dataset), batch_size, seed, rank=rank, world_size=world_size)

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sslight.data import (
+    BatchedMultiCrop,
     CropSpec,
     EpochSampler,
     ImageSource,
@@ -16,6 +17,7 @@ from sslight.data import (
     build_multicrop,
     build_source,
     build_train_loader,
+    resolve_views_device,
     stratified_subset,
 )
 from sslight.engine.distributed import DistEnv
@@ -32,15 +34,17 @@ class PretrainData:
     sampler: EpochSampler
     steps_per_epoch: int
     monitor: tuple[DataLoader, DataLoader] | None
+    device_views: BatchedMultiCrop | None = None  # set when the training device makes the views
 
 
 def _crops(crops: Any) -> CropSpec:
     return CropSpec(crops.number, crops.size, tuple(crops.scale))
 
 
-def build_data(cfg: Any, env: DistEnv) -> PretrainData:
+def build_data(cfg: Any, env: DistEnv, device: torch.device) -> PretrainData:
     """Multi-crop training loader (sharded over ``env``) and, with the k-NN monitor on, eval
-    loaders over the training subset and the validation set."""
+    loaders over the training subset and the validation set. With ``data.views_device`` on
+    the training ``device`` the loader only decodes and ``device_views`` makes the views."""
     data, train = cfg.data, cfg.train
     if train.batch_size % env.world_size:
         raise ValueError(
@@ -64,6 +68,7 @@ def build_data(cfg: Any, env: DistEnv) -> PretrainData:
             f"data: {available} training images give no full batch of {train.batch_size}; "
             "lower train.batch_size or enlarge data.train_subset"
         )
+    on_device = resolve_views_device(data.views_device, device).type != "cpu"
     loader, sampler = build_train_loader(
         source,
         transform,
@@ -74,6 +79,7 @@ def build_data(cfg: Any, env: DistEnv) -> PretrainData:
         rank=env.rank,
         world_size=env.world_size,
         pin_memory=torch.cuda.is_available(),
+        views_in_workers=not on_device,
     )
     steps = sampler.batches_per_epoch
     if train.max_steps_per_epoch:
@@ -91,7 +97,8 @@ def build_data(cfg: Any, env: DistEnv) -> PretrainData:
             build_eval_loader(source, data.image_size, batch, indices=indices, num_workers=workers),
             build_eval_loader(val, data.image_size, batch, indices=val_idx, num_workers=workers),
         )
-    return PretrainData(source, loader, sampler, steps, monitor)
+    device_views = transform.batched if on_device else None
+    return PretrainData(source, loader, sampler, steps, monitor, device_views)
 
 
 def knn_monitor(

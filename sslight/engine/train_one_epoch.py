@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sslight.data import ImageBatch, views_of_batch
 from sslight.engine.optim import set_lr_and_weight_decay
 from sslight.engine.pretraining import Pretraining
 from sslight.methods.base import StepContext, StepOutput
@@ -70,13 +71,13 @@ def train_one_epoch(run: Pretraining, epoch: int) -> EpochStats:
 
 
 def _train_step(
-    run: Pretraining, views: list[torch.Tensor], labels: torch.Tensor, ctx: StepContext
+    run: Pretraining, views: list[torch.Tensor] | ImageBatch, labels: torch.Tensor, ctx: StepContext
 ) -> StepOutput:
     """One optimiser step at the step's learning rate and weight decay; gradients are clipped
     to ``train.clip_grad`` (when > 0) before the method's pre-step hook."""
     method, optimizer, device = run.state.method, run.state.optimizer, run.rt.device
     set_lr_and_weight_decay(optimizer, run.lr_schedule[ctx.step], run.wd_schedule[ctx.step])
-    views = [v.to(device, non_blocking=True) for v in views]
+    views = views_of_batch(views, run.data.device_views, device)
     labels = labels.to(device, non_blocking=True)
     with run.rt.autocast():
         out = run.model(views, labels, ctx)

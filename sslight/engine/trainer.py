@@ -71,7 +71,7 @@ def _set_up(cfg: Any, env: DistEnv) -> Pretraining:
         run_dir.record_config(config_to_dict(cfg))  # refuses a config other than the recorded one
     rt = Runtime.from_config(train, cfg.backbone, env.local_rank)
     seed_everything(cfg.seed + env.rank, train.deterministic)
-    data = build_data(cfg, env)
+    data = build_data(cfg, env, rt.device)
     method = _build_method(cfg, data, rt, env)
     model = _distribute(method, rt, env)
     optimizer = build_optimizer(train.optimizer, method.trainable_modules(), train.momentum)
