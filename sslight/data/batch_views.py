@@ -33,9 +33,11 @@ _FACTORS = _ORDER + 4
 _GRAY, _BLUR, _SIGMA, _SOLARIZE = range(_FACTORS + 4, _FACTORS + 8)
 DRAWS = _SOLARIZE + 1
 _ORDER_CODE = torch.tensor([64, 16, 4, 1])  # a jitter order as one number
-# Samples whose views are made together on the CPU: their float rows stay in the caches
-# between ops (a 64-image batch's are tens of MB); on accelerators the whole batch at once.
-CPU_CHUNK = 8
+# Float bytes of the views made together on the CPU, so that their rows stay in the caches
+# between ops: 8 samples of DINO's ImageNet views (2 × 224² + 6 × 128², ~2.4 MB a sample), a
+# whole batch of small ones (a 64-image batch at 32 px is ~3 MB; splitting it only adds calls).
+# On accelerators the whole batch at once.
+CPU_CHUNK_BYTES = 20 * 2**20
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ class BatchedMultiCrop:
         params = self.draw(seeds, [im.shape[-2] for im in images], [im.shape[-1] for im in images])
         count, device = len(images), images[0].device
         views = [_empty((count, 3, size, size), device) for size in self.sizes]
-        chunk = CPU_CHUNK if device.type == "cpu" else count
+        chunk = self._cpu_chunk() if device.type == "cpu" else count
         for first in range(0, count, chunk):
             last = min(first + chunk, count)
             for size in dict.fromkeys(self.sizes):
@@ -182,6 +184,11 @@ class BatchedMultiCrop:
                 part = params.samples(first, last)
                 self._views_of_size(images[first:last], part, chosen, size, outs)
         return views
+
+    def _cpu_chunk(self) -> int:
+        """Samples per chunk on the CPU: as many as fit ``CPU_CHUNK_BYTES`` of float views."""
+        per_sample = sum(3 * size * size * 4 for size in self.sizes)
+        return max(1, CPU_CHUNK_BYTES // per_sample)
 
     @staticmethod
     def _views_of_size(
