@@ -44,21 +44,23 @@ def resized_crops(
     images. On CPU that is torch's uint8 antialias kernel, fed channels-last crops (its
     vectorised path); elsewhere, as torchvision does off CPU, a float resize rounded and clamped
     to uint8. One ``interpolate`` per crop: it reads only the pixels of the box."""
-    device = images[0].device
-    out = torch.empty(len(boxes), 3, size, size, dtype=torch.uint8, device=device)
+    on_cpu = images[0].device.type == "cpu"
+    out = torch.empty(len(boxes), 3, size, size, dtype=torch.uint8, device=images[0].device)
     for row, ((b, top, left, height, width), flip) in enumerate(zip(boxes, flips, strict=True)):
         crop = images[b][None, :, top : top + height, left : left + width]
-        if device.type == "cpu":
-            crop = crop.contiguous(memory_format=torch.channels_last)
+        if on_cpu:
+            resized = _resize(crop.contiguous(memory_format=torch.channels_last), size)
         else:
-            crop = crop.float()
-        resized = torch.nn.functional.interpolate(
-            crop, size=(size, size), mode="bicubic", antialias=True
-        )[0]
-        if device.type != "cpu":
-            resized = resized.clamp_(0.0, 255.0).round_()
+            resized = _resize(crop.float(), size).clamp_(0.0, 255.0).round_()
         out[row] = resized.flip(-1) if flip else resized
     return out
+
+
+def _resize(crop: torch.Tensor, size: int) -> torch.Tensor:
+    """``crop [1, 3, h, w]`` resized to ``[3, size, size]``, bicubic with antialiasing."""
+    return torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", antialias=True)[
+        0
+    ]
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:

@@ -130,6 +130,12 @@ class BatchedMultiCrop:
             raise ValueError("need at least one view")
         self.specs = tuple(specs)
         self.sizes = [spec.size for spec in self.specs]
+        # the views of each size, made together; samples per chunk on the CPU: as many as fit
+        # CPU_CHUNK_BYTES of float views
+        self._by_size = {
+            size: [v for v, s in enumerate(self.sizes) if s == size] for size in self.sizes
+        }
+        self._cpu_chunk = max(1, CPU_CHUNK_BYTES // sum(3 * size * size * 4 for size in self.sizes))
 
     def _column(self, *fields: str) -> torch.Tensor:
         """``[V, len(fields)]`` float64 spec values."""
@@ -175,20 +181,14 @@ class BatchedMultiCrop:
         params = self.draw(seeds, [im.shape[-2] for im in images], [im.shape[-1] for im in images])
         count, device = len(images), images[0].device
         views = [_empty((count, 3, size, size), device) for size in self.sizes]
-        chunk = self._cpu_chunk() if device.type == "cpu" else count
+        chunk = self._cpu_chunk if device.type == "cpu" else count
         for first in range(0, count, chunk):
             last = min(first + chunk, count)
-            for size in dict.fromkeys(self.sizes):
-                chosen = [v for v, s in enumerate(self.sizes) if s == size]
+            for size, chosen in self._by_size.items():
                 outs = [views[v][first:last] for v in chosen]
                 part = params.samples(first, last)
                 self._views_of_size(images[first:last], part, chosen, size, outs)
         return views
-
-    def _cpu_chunk(self) -> int:
-        """Samples per chunk on the CPU: as many as fit ``CPU_CHUNK_BYTES`` of float views."""
-        per_sample = sum(3 * size * size * 4 for size in self.sizes)
-        return max(1, CPU_CHUNK_BYTES // per_sample)
 
     @staticmethod
     def _views_of_size(
