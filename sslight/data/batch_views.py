@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from sslight.data import batch_ops as ops
+from sslight.data import fused_ops
 
 ATTEMPTS = 10  # RandomResizedCrop's tries before its centre-crop fallback
 RATIO = (3 / 4, 4 / 3)
@@ -218,12 +219,13 @@ class BatchedMultiCrop:
         x = ops.resized_crops(images, boxes.tolist(), flips, size).float().mul_(1 / 255)
         device = x.device
         factors, order = rows_of(params.factors)[rows].to(device), order[rows]
+        jitter_ops = fused_ops.jitter_ops(size, device)
         runs, lengths = key.unique_consecutive(return_counts=True)
         stops = lengths.cumsum(0).tolist()
         for run, start, stop in zip(runs.tolist(), [0, *stops[:-1]], stops, strict=True):
             if run % 1000:  # jittered: the run's rows share one order of the four ops
                 for op in order[start].tolist():
-                    ops.JITTER_OPS[op](x[start:stop], factors[start:stop, op])
+                    jitter_ops[op](x[start:stop], factors[start:stop, op])
         _apply_rows(x, rows_of(params.gray)[rows], lambda p: ops.grayscale(p).expand_as(p))
         blurred = int(blur.sum())
         if blurred:  # the blurred rows sort last
