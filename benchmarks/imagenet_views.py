@@ -3,9 +3,10 @@
 A seeded folder of JPEGs in the ``image_folder`` layout (ImageNet's sizes, quality 90, smooth
 gradients, shapes and grain) is generated once and cached. Each side makes every view of every
 image on one thread, as one loader worker does: ours decodes through the ``image_folder`` source
-and makes a batch's views at once (``MultiCropCollate`` over ``BatchedMultiCrop``); lightly opens
-each file as a PIL image (its datasets' loader) and applies ``DINOTransform`` or
-``SwaVTransform``. Recipes: DINO with SSLight's views (2 × 224 px, scale 0.3–1, + 6 × 128 px,
+and makes a batch's views at once (``MultiCropCollate`` over ``BatchedMultiCrop``), handing them
+over as uint8 for the training device to normalise (``ours_cpu_normalised`` adds that
+normalisation on the same core, as when training on the CPU); lightly opens each file as a PIL
+image (its datasets' loader) and applies ``DINOTransform`` or ``SwaVTransform``. Recipes: DINO with SSLight's views (2 × 224 px, scale 0.3–1, + 6 × 128 px,
 0.05–0.3; Tan et al. 2023), DINO's own (2 × 224, 0.14–1, + 6 × 96, 0.05–0.14; Caron et al.
 2021) and SwAV's augmentations with SSLight's views. The peak RSS of one such worker is measured
 in a fresh process per side.
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import peak_rss_kib, versus_lightly
+from benchmarks.common import median, peak_rss_kib, versus_lightly
 
 TARGET = 3.0  # DINO with SSLight's views: ours ≥ 3× lightly's images/s per core
 BATCH = 64  # images per loader batch
@@ -131,9 +132,12 @@ def lightly_transform(recipe: Recipe) -> Any:
     )
 
 
-def ours_per_second(root: Path, recipe: Recipe, batch: int, collate: Any = None) -> float:
-    """Images/s of our loader path: ``image_folder`` decode, then a batch's views at once."""
-    from sslight.data import build_source
+def ours_per_second(
+    root: Path, recipe: Recipe, batch: int, collate: Any = None, *, normalise: bool = False
+) -> float:
+    """Images/s of our loader path: ``image_folder`` decode, then a batch's uint8 views at once
+    (with ``normalise``, also made the network's float input on this core)."""
+    from sslight.data import build_source, views_of_batch
     from sslight.data.loader import SeededImageDataset
 
     dataset = SeededImageDataset(build_source("image_folder", str(root), "train"))
@@ -141,7 +145,9 @@ def ours_per_second(root: Path, recipe: Recipe, batch: int, collate: Any = None)
     start = time.perf_counter()
     for first in range(0, len(dataset), batch):
         keys = range(first, min(first + batch, len(dataset)))
-        collate([dataset[(i, 1000 + i)] for i in keys])
+        views, _ = collate([dataset[(i, 1000 + i)] for i in keys])
+        if normalise:
+            views_of_batch(views, None, torch.device("cpu"))
     return len(dataset) / (time.perf_counter() - start)
 
 
@@ -184,6 +190,12 @@ def compare(name: str, root: Path, *, quick: bool, batch: int) -> dict[str, Any]
         unit="images/s per core",
         batch=batch,
     )
+    normalised = [
+        ours_per_second(root, recipe, batch, collate, normalise=True)
+        for _ in range(1 if quick else 5)
+    ]
+    entry["ours_cpu_normalised"] = round(median(normalised), 2)
+    entry["ratio_cpu_normalised"] = round(median(normalised) / entry["lightly"], 3)
     rss = {side: peak_rss_mib(side, root, name, batch) for side in ("ours", "lightly")}
     entry["peak_rss_mib"] = {side: rss[side]["peak"] for side in rss}
     entry["views_rss_mib"] = {side: rss[side]["views"] for side in rss}

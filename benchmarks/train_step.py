@@ -29,7 +29,7 @@ from benchmarks.common import (
     peak_rss_kib,
     set_threads,
 )
-from sslight.data import TensorImageSource, build_multicrop, build_train_loader
+from sslight.data import TensorImageSource, build_multicrop, build_train_loader, views_of_batch
 from sslight.data.transforms import CropSpec
 from sslight.engine.optim import build_optimizer, set_lr_and_weight_decay
 from sslight.engine.runtime import Runtime
@@ -97,7 +97,7 @@ class TrainStep:
 
     def __call__(self, views: list[torch.Tensor], labels: torch.Tensor) -> float:
         ctx = StepContext(self.step_index // STEPS_PER_EPOCH, self.step_index, STEPS_PER_EPOCH)
-        views = [v.to(self.rt.device, non_blocking=True) for v in views]
+        views = views_of_batch(views, None, self.rt.device)
         labels = labels.to(self.rt.device, non_blocking=True)
         with self.rt.autocast():
             out = self.method(views, labels, ctx)

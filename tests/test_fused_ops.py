@@ -42,11 +42,13 @@ def test_views_from_the_smallest_compiled_size_up_equal_the_eager_views(monkeypa
     specs = [ViewSpec(96, (0.3, 1.0), (0.4, 0.4, 0.2, 0.1)) for _ in range(2)]
     transform, images, seeds = BatchedMultiCrop(specs), _smooth_images(6, 120), range(6)
     assert transform.draw(seeds, [120] * 6, [133] * 6).jitter.any()
-    compiled = transform(images, seeds)
+    compiled = transform.uint8_views(images, seeds)
     monkeypatch.setattr(fused_ops, "MIN_SIZE", 10**6)  # every size eager
-    eager = transform(images, seeds)
+    eager = transform.uint8_views(images, seeds)
     for ours, reference in zip(compiled, eager, strict=True):
-        torch.testing.assert_close(ours, reference, atol=1e-6, rtol=0)
+        # float rounding may tip a value at a uint8 rounding boundary, one level
+        levels = (ours.int() - reference.int()).abs()
+        assert levels.max() <= 1 and (levels == 0).float().mean() > 0.999
 
 
 def test_a_machine_that_cannot_compile_gets_the_eager_ops(monkeypatch):

@@ -2,10 +2,11 @@
 
 Resized crops are made in uint8 with torch's bicubic antialias ``interpolate`` (torchvision v2's
 uint8 path); colour jitter, grayscale, Gaussian blur and solarize then work on the
-``[N, 3, h, w]`` float tensors of the output size, in place where they can. For
-the same parameters each op matches its torchvision v2 functional counterpart
-(``adjust_brightness`` ... ``solarize``) within float rounding; tests/test_batch_views.py checks
-it.
+``[N, 3, h, w]`` float tensors of the output size, in place where they can, and the views are
+rounded back to uint8 (``to_uint8``), as the seed's PIL pipeline hands its views to ``ToTensor``;
+``normalise`` makes them the network's input where it trains. For the same parameters each op
+matches its torchvision v2 functional counterpart (``adjust_brightness`` ... ``solarize``)
+within float rounding; tests/test_batch_views.py checks it.
 """
 
 from __future__ import annotations
@@ -136,7 +137,15 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= SOLARIZE_THRESHOLD / 255, 1.0 - x, x)
 
 
-def normalise_(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalisation, in place, as ``x·(1/std) − mean/std`` (a multiply and an
-    add beat a subtract and a divide; ``addcmul`` with broadcast factors is slower still)."""
-    return x.mul_(_SCALE.to(x.device)).add_(_SHIFT.to(x.device))
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``[0, 1]`` floats as uint8 levels, rounded half up (``x`` is overwritten): a quarter of
+    the bytes to write, share with the training process and copy to an accelerator."""
+    return x.mul_(255.0).add_(0.5).to(torch.uint8)
+
+
+def normalise(views: torch.Tensor) -> torch.Tensor:
+    """uint8 views as ImageNet-normalised float32, ``(v / 255 − mean) / std`` computed as
+    ``v · (1 / (255 · std)) − mean / std``: one pass that reads bytes and writes floats, one add
+    in place (``addcmul`` with broadcast factors is slower)."""
+    scale, shift = (_SCALE / 255).to(views.device), _SHIFT.to(views.device)
+    return torch.mul(views, scale).add_(shift)

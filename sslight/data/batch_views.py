@@ -9,7 +9,9 @@ uniform in 0.1–2), ``RandomSolarize``. The pixels are then worked on per view 
 together (sslight/data/batch_ops.py): one uint8 bicubic antialias resize (and flip) per crop,
 as torchvision v2 does on uint8 images, then, in float at the output size, colour ops on
 contiguous runs of rows that share a jitter order, grayscale, blur and solarize on the rows that
-drew them, with per-row factors. The ops are tensor maths: images on an accelerator make their
+drew them, with per-row factors, and the views rounded back to uint8 (the seed's PIL views are
+uint8 too): a loader worker hands over a quarter of the bytes, normalised where the network
+trains (``batch_ops.normalise``). The ops are tensor maths: images on an accelerator make their
 views there.
 """
 
@@ -123,8 +125,9 @@ class ViewParams:
 
 
 class BatchedMultiCrop:
-    """``(uint8 images, seeds) -> views``: one ``[B, 3, size, size]`` float tensor per view
-    spec, sample ``b``'s views drawn from ``seeds[b]`` alone. Images may differ in size."""
+    """``(uint8 images, seeds) -> views``: one ``[B, 3, size, size]`` normalised float tensor
+    per view spec (``uint8_views``: the uint8 pixels before normalisation), sample ``b``'s views
+    drawn from ``seeds[b]`` alone. Images may differ in size."""
 
     def __init__(self, specs: Sequence[ViewSpec]) -> None:
         if not specs:
@@ -171,6 +174,12 @@ class BatchedMultiCrop:
         )
 
     def __call__(self, images: Sequence[torch.Tensor], seeds: Sequence[int]) -> list[torch.Tensor]:
+        return [ops.normalise(view) for view in self.uint8_views(images, seeds)]
+
+    def uint8_views(
+        self, images: Sequence[torch.Tensor], seeds: Sequence[int]
+    ) -> list[torch.Tensor]:
+        """The views as uint8 ``[B, 3, size, size]``, what loader workers hand over."""
         if len(images) != len(seeds) or not images:
             raise ValueError(f"{len(images)} images for {len(seeds)} seeds")
         for image in images:
@@ -233,23 +242,24 @@ class BatchedMultiCrop:
             sigma = rows_of(params.sigma)[rows][-blurred:]
             tail.copy_(ops.gaussian_blur(tail, sigma, ops.blur_kernel_size(size)))
         _apply_rows(x, rows_of(params.solarize)[rows], ops.solarize)
-        ops.normalise_(x)
-        where = rows.argsort().to(device)  # row v * B + b sits at x[where[v * B + b]]
+        levels = ops.to_uint8(x)
+        where = rows.argsort().to(device)  # row v * B + b sits at levels[where[v * B + b]]
         for v, out in enumerate(outs):
-            torch.index_select(x, 0, where[v * count : (v + 1) * count], out=out)
+            torch.index_select(levels, 0, where[v * count : (v + 1) * count], out=out)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self.specs)})"
 
 
 def _empty(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """An uninitialised float tensor; in a loader worker, in shared memory, as torch's
+    """An uninitialised uint8 tensor; in a loader worker, in shared memory, as torch's
     ``default_collate`` allocates its batches there: sending the batch to the training process
     then copies nothing."""
     if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, device=device)
-    storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device=device)
-    return torch.empty(0).new(storage).view(shape)
+        return torch.empty(shape, dtype=torch.uint8, device=device)
+    empty = torch.empty(0, dtype=torch.uint8)
+    storage = empty._typed_storage()._new_shared(math.prod(shape), device=device)
+    return empty.new(storage).view(shape)
 
 
 def _apply_rows(x: torch.Tensor, selected: torch.Tensor, op) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sslight.data.batch_ops import normalise
 from sslight.data.batch_views import BatchedMultiCrop
 
 
@@ -55,11 +56,13 @@ def views_of_batch(
     transform: BatchedMultiCrop | None,
     device: torch.device,
 ) -> list[torch.Tensor]:
-    """The views of a loader batch on ``device``: moved there when the workers made them, made
-    there from the images and seeds when they did not (``transform`` is the recipe's)."""
+    """The normalised float views of a loader batch on ``device``: moved there (as uint8 when
+    the workers made them with ``BatchedMultiCrop``) and normalised there, or made there from the
+    images and seeds when the workers only decoded (``transform`` is the recipe's)."""
     if isinstance(batch, ImageBatch):
         if transform is None:
             raise ValueError("a batch of images needs the multi-crop transform to make its views")
         images = [image.to(device, non_blocking=True) for image in batch.images]
         return transform(images, batch.seeds)
-    return [view.to(device, non_blocking=True) for view in batch]
+    views = [view.to(device, non_blocking=True) for view in batch]
+    return [view if view.is_floating_point() else normalise(view) for view in views]

@@ -178,8 +178,9 @@ def collate_views(
 
 
 class MultiCropCollate:
-    """``[(image, label, seed), ...] -> (views, labels)``: the batched multi-crop transform run
-    as the loader's collate function (so inside its worker processes)."""
+    """``[(image, label, seed), ...] -> (uint8 views, labels)``: the batched multi-crop transform
+    run as the loader's collate function (so inside its worker processes); the training process
+    normalises the views where it trains (``views_of_batch``)."""
 
     def __init__(self, transform: BatchedMultiCrop) -> None:
         self.transform = transform
@@ -188,7 +189,7 @@ class MultiCropCollate:
         self, batch: Sequence[tuple[torch.Tensor, int, int]]
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         images, labels, seeds = zip(*batch, strict=True)
-        views = self.transform(images, seeds)
+        views = self.transform.uint8_views(images, seeds)
         return views, torch.tensor(labels, dtype=torch.long)
 
 
