@@ -6,10 +6,10 @@ image on one thread, as one loader worker does: ours decodes through the ``image
 and makes a batch's views at once (``MultiCropCollate`` over ``BatchedMultiCrop``), handing them
 over as uint8 for the training device to normalise (``ours_cpu_normalised`` adds that
 normalisation on the same core, as when training on the CPU); lightly opens each file as a PIL
-image (its datasets' loader) and applies ``DINOTransform`` or ``SwaVTransform``. Recipes: DINO with SSLight's views (2 × 224 px, scale 0.3–1, + 6 × 128 px,
-0.05–0.3; Tan et al. 2023), DINO's own (2 × 224, 0.14–1, + 6 × 96, 0.05–0.14; Caron et al.
-2021) and SwAV's augmentations with SSLight's views. The peak RSS of one such worker is measured
-in a fresh process per side.
+image (its datasets' loader) and applies ``DINOTransform`` or ``SwaVTransform``. Recipes: DINO
+with SSLight's views (2 × 224 px, scale 0.3–1, + 6 × 128 px, 0.05–0.3; Tan et al. 2023), DINO's
+own (2 × 224, 0.14–1, + 6 × 96, 0.05–0.14; Caron et al. 2021) and SwAV's augmentations with
+SSLight's views. The peak RSS of one such worker is measured in a fresh process per side.
 """
 
 from __future__ import annotations
