@@ -18,6 +18,7 @@ import torch
 from benchmarks.common import GEOMETRIES, fashion_images, versus_lightly
 from benchmarks.lightly_step import PILDataset, lightly_transform
 from sslight.data import CropSpec, build_multicrop
+from sslight.data.allocator import reuse_freed_memory
 from sslight.data.batch_views import BatchedMultiCrop
 
 TARGET = 2.0  # ours ≥ 2× lightly's views/s
@@ -62,8 +63,10 @@ def compare(geometry: str, *, quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """One worker's view: a single thread, whatever ``threads`` the other families use."""
+    """One worker's view: a single thread, whatever ``threads`` the other families use, and
+    the allocator settings our loader workers start with, for both sides."""
     del threads
+    reuse_freed_memory()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

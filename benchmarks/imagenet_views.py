@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import median, peak_rss_kib, versus_lightly
+from sslight.data.allocator import reuse_freed_memory
 
 TARGET = 3.0  # DINO with SSLight's views: ours ≥ 3× lightly's images/s per core
 BATCH = 64  # images per loader batch
@@ -203,8 +204,10 @@ def compare(name: str, root: Path, *, quick: bool, batch: int) -> dict[str, Any]
 
 
 def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """One worker's view: a single thread, whatever ``threads`` the other families use."""
+    """One worker's view: a single thread, whatever ``threads`` the other families use, and
+    the allocator settings our loader workers start with, for both sides."""
     del threads
+    reuse_freed_memory()
     count, batch = (8, 4) if quick else (COUNT, BATCH)
     root = jpeg_folder(count)
     previous = torch.get_num_threads()
@@ -231,6 +234,7 @@ def _worker(argv: list[str]) -> None:
     parser.add_argument("--batch", type=int, default=BATCH)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    reuse_freed_memory()
     recipe = RECIPES[args.recipe]
     transform = our_collate(recipe) if args.side == "ours" else lightly_transform(recipe)
     before = peak_rss_kib("VmRSS")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sslight.data.allocator import reuse_freed_memory
 from sslight.data.batch_views import BatchedMultiCrop
 from sslight.data.device_views import ImagesCollate
 from sslight.data.sources import ImageSource
@@ -258,6 +259,7 @@ def build_train_loader(
         pin_memory=pin_memory,
         drop_last=False,
         persistent_workers=num_workers > 0,
+        worker_init_fn=reuse_freed_memory,
     )
     return loader, sampler
 
@@ -277,4 +279,5 @@ def build_eval_loader(
         shuffle=False,
         num_workers=num_workers,
         drop_last=False,
+        worker_init_fn=reuse_freed_memory,
     )
