@@ -1,14 +1,15 @@
-"""The colour jitter of the views compiled into fused loops (``torch.compile``, inductor's C++).
+"""The hue rotation of the colour jitter compiled into one loop (``torch.compile``, inductor's C++).
 
-Eager, each jitter op of :mod:`sslight.data.batch_ops` is many passes over its rows (the hue
-alone about 25, the saturation 7), and on one CPU core these passes are memory-bound: at ImageNet
-sizes (224 and 128 px) the jitter was 40 % of a worker's time. Compiled, each op becomes one loop
-that reads and writes each pixel once (the contrast two: its mean first), with the same maths in
-the same order; tests/test_fused_ops.py holds the results to the eager ops'.
+Eager, the hue of :mod:`sslight.data.batch_ops` is about 25 passes over its rows, and on one CPU
+core these passes are memory-bound: at ImageNet sizes (224 and 128 px) it was the largest single
+cost of a loader worker. Compiled, it reads each pixel once and writes it twice (the result,
+then into place), with the same maths in the same order; tests/test_fused_ops.py holds it to
+torchvision's. The other jitter ops stay eager: two to six cheap passes that stay in the caches,
+where a compiled call's own overhead and fresh output buffer cost more than they save.
 
-Compiling is start-up work: the first time on a machine about 20 s per op (inductor caches the
-kernels under ``/tmp/torchinductor_$USER``), then a few seconds per process. Views smaller than
-``MIN_SIZE`` and views on accelerators keep the eager ops; ``TORCHDYNAMO_DISABLE=1`` turns
+Compiling is start-up work: the first time on a machine about 25 s (inductor caches the kernel
+under ``/tmp/torchinductor_$USER``), then a few seconds per process. Views smaller than
+``MIN_SIZE`` and views on accelerators keep the eager hue; ``TORCHDYNAMO_DISABLE=1`` turns
 compilation off everywhere, and a machine where compiling fails falls back to the eager ops with
 one warning.
 """
