@@ -4,8 +4,9 @@ process scores with the same global batch, and the COCO transfer trains and eval
 Two processes and one see the same global batches; only floating-point summation order differs
 (gradients averaged over the ranks, features gathered, batch-norm sums all-reduced by
 ``CpuSyncBatchNorm``). So the comparison is tight: k-NN scores are equal, and linear and
-fine-tuned weights (batch-norm statistics included) agree to ``WEIGHT_ATOL`` and their
-accuracies to ``ACCURACY_TOL`` percentage points. The fine-tuning is kept to 4 steps: at its lr
+fine-tuned weights agree to ``WEIGHT_ATOL``, batch-norm running statistics (sums of the ranks'
+sums, rounded in another order) to ``STATS_ATOL``, and their accuracies to ``ACCURACY_TOL``
+percentage points. The fine-tuning is kept to 4 steps: at its lr
 the training is chaotic, and after 16 steps rounding alone (1 thread against 2 in one process)
 moves the weights by 38 % (relative), two processes against one by 0.8 %.
 """
@@ -37,6 +38,7 @@ WORKER = Path(__file__).with_name("ddp_eval_worker.py")
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 CPU = torch.device("cpu")
 WEIGHT_RTOL, WEIGHT_ATOL = 1e-5, 1e-6  # observed: 3e-9 (linear head), 1.5e-6 relative (BN)
+STATS_ATOL = 1e-5  # observed: 1.9e-6 on a near-zero running mean of a tensor up to 1.6
 ACCURACY_TOL = 1e-6  # percentage points: every validation image is classified alike
 EVALUATIONS = {
     "knn": {"k": [1, 5], "monitor": False},
@@ -110,7 +112,12 @@ def test_two_processes_score_the_evaluations_as_one_does(make_run, tmp_path, mon
         differing = [
             k
             for k in a["model"]
-            if not torch.allclose(a["model"][k], b["model"][k], rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL)
+            if not torch.allclose(
+                a["model"][k],
+                b["model"][k],
+                rtol=WEIGHT_RTOL,
+                atol=STATS_ATOL if ".running_" in k else WEIGHT_ATOL,
+            )
         ]
         assert not differing, f"{stage}: {differing[:5]}"
     pretrained = dict(load_eval_backbone(cfg, one_dir, CPU).named_parameters())
@@ -203,7 +210,7 @@ def test_cpu_sync_batch_norm_over_two_processes_is_batch_norm_over_the_whole_bat
     for tensor in out.values():
         tensor.share_memory_()
     args = (2, str(tmp_path / "init"), images, out)
-    mp.start_processes(_batch_norm_worker, args=args, nprocs=2, start_method="fork")
+    mp.start_processes(_batch_norm_worker, args=args, nprocs=2, start_method="spawn")
 
     norm, whole = _seeded_norm(), images.clone().requires_grad_(True)
     normed = norm(whole)
