@@ -181,19 +181,18 @@ def peak_rss_mib(side: str, root: Path, recipe: str, batch: int) -> dict[str, fl
 
 
 def compare(name: str, root: Path, *, quick: bool, batch: int) -> dict[str, Any]:
-    recipe = RECIPES[name]
+    recipe, rounds = RECIPES[name], 1 if quick else 5
     collate, theirs = our_collate(recipe), lightly_transform(recipe)
     entry = versus_lightly(
         lambda: ours_per_second(root, recipe, batch, collate),
         lambda: lightly_per_second(root, recipe, theirs),
-        1 if quick else 5,
+        rounds,
         recipe.target,  # type: ignore[arg-type]  # None: a comparison without a target
         unit="images/s per core",
         batch=batch,
     )
     normalised = [
-        ours_per_second(root, recipe, batch, collate, normalise=True)
-        for _ in range(1 if quick else 5)
+        ours_per_second(root, recipe, batch, collate, normalise=True) for _ in range(rounds)
     ]
     entry["ours_cpu_normalised"] = round(median(normalised), 2)
     entry["ratio_cpu_normalised"] = round(median(normalised) / entry["lightly"], 3)

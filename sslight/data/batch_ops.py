@@ -25,6 +25,7 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 _HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
 _SCALE = 1 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (x − mean) / std = x·scale + shift
 _SHIFT = -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * _SCALE
+_LEVEL_SCALE = _SCALE / 255  # uint8 levels: (v / 255 − mean) / std = v·level_scale + shift
 
 
 def blur_kernel_size(size: int) -> int:
@@ -59,9 +60,10 @@ def resized_crops(
 
 def _resize(crop: torch.Tensor, size: int) -> torch.Tensor:
     """``crop [1, 3, h, w]`` resized to ``[3, size, size]``, bicubic with antialiasing."""
-    return torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", antialias=True)[
-        0
-    ]
+    resized = torch.nn.functional.interpolate(
+        crop, size=(size, size), mode="bicubic", antialias=True
+    )
+    return resized[0]
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -147,5 +149,4 @@ def normalise(views: torch.Tensor) -> torch.Tensor:
     """uint8 views as ImageNet-normalised float32, ``(v / 255 − mean) / std`` computed as
     ``v · (1 / (255 · std)) − mean / std``: one pass that reads bytes and writes floats, one add
     in place (``addcmul`` with broadcast factors is slower)."""
-    scale, shift = (_SCALE / 255).to(views.device), _SHIFT.to(views.device)
-    return torch.mul(views, scale).add_(shift)
+    return torch.mul(views, _LEVEL_SCALE.to(views.device)).add_(_SHIFT.to(views.device))
